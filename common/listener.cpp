@@ -1,0 +1,151 @@
+#include "common/listener.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+namespace tricorn {
+namespace {
+
+[[noreturn]] void fail(const std::string& bind, std::string_view what, int err = 0) {
+  throw std::runtime_error(fmt::format("cannot listen on {}: {}{}{}", bind, what, err ? ": " : "",
+                                       err ? std::strerror(err) : ""));
+}
+
+PeerAddress to_peer(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "";
+  if (ss.ss_family == AF_INET) {
+    auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+    inet_ntop(AF_INET, &a.sin_addr, host, sizeof host);
+    return {host, ntohs(a.sin_port)};
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+    inet_ntop(AF_INET6, &a.sin6_addr, host, sizeof host);
+    return {host, ntohs(a.sin6_port)};
+  }
+  return {};
+}
+
+Listener adopt_fd(const std::string& bind, std::string_view number) {
+  int fd = -1;
+  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), fd);
+  if (ec != std::errc{} || end != number.data() + number.size() || fd < 0)
+    fail(bind, "not a file descriptor number");
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0)
+    fail(bind, "not a socket", errno);
+  if (!accepting) fail(bind, "the socket is not listening");
+  sockaddr_storage ss{};
+  socklen_t sl = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return {bind, fd, ss.ss_family, {}};
+}
+
+Listener open_unix(const std::string& bind, const std::string& path, int backlog) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) fail(bind, "bad socket path");
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(bind, "socket", errno);
+  struct stat st {};
+  // A stale socket file from a previous run would make bind fail; remove only sockets.
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+      ::listen(fd, backlog) < 0) {
+    int err = errno;
+    ::close(fd);
+    fail(bind, "bind", err);
+  }
+  return {bind, fd, AF_UNIX, path};
+}
+
+Listener open_inet(const std::string& bind, int backlog) {
+  std::string host, port;
+  if (bind.starts_with('[')) {
+    auto close = bind.find("]:");
+    if (close == std::string::npos) fail(bind, "expected [IPV6]:PORT");
+    host = bind.substr(1, close - 1);
+    port = bind.substr(close + 2);
+  } else {
+    auto colon = bind.rfind(':');
+    if (colon == std::string::npos) {
+      host = bind;
+      port = "8000";
+    } else {
+      host = bind.substr(0, colon);
+      port = bind.substr(colon + 1);
+    }
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res))
+    fail(bind, gai_strerror(rc));
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(res, ::freeaddrinfo);
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(bind, "socket", errno);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (res->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, res->ai_addr, res->ai_addrlen) < 0 || ::listen(fd, backlog) < 0) {
+    int err = errno;
+    ::close(fd);
+    fail(bind, "bind", err);
+  }
+  return {bind, fd, res->ai_family, {}};
+}
+
+}  // namespace
+
+std::string Listener::name() const {
+  if (family == AF_UNIX) return unix_path.empty() ? bind : "unix:" + unix_path;
+  auto a = local_address(fd);
+  return family == AF_INET6 ? fmt::format("[{}]:{}", a.host, a.port)
+                            : fmt::format("{}:{}", a.host, a.port);
+}
+
+Listener open_listener(const std::string& bind, int backlog) {
+  if (bind.starts_with("fd://")) return adopt_fd(bind, std::string_view(bind).substr(5));
+  if (bind.starts_with("unix:")) return open_unix(bind, bind.substr(5), backlog);
+  return open_inet(bind, backlog);
+}
+
+void close_listener(Listener& l, bool remove_unix_path) {
+  if (l.fd >= 0) ::close(l.fd);
+  if (remove_unix_path && !l.unix_path.empty()) ::unlink(l.unix_path.c_str());
+  l.fd = -1;
+}
+
+PeerAddress local_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return {};
+  return to_peer(ss);
+}
+
+PeerAddress peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return {};
+  return to_peer(ss);
+}
+
+}  // namespace tricorn

@@ -1,0 +1,404 @@
+#include "config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace tricorn::config {
+namespace {
+
+using Field = std::variant<int Config::*, double Config::*, bool Config::*, std::string Config::*,
+                           std::vector<std::string> Config::*, LogLevel Config::*>;
+
+// Every setting, once. Names and defaults follow Gunicorn where it has the setting.
+struct Setting {
+  std::string_view key;
+  std::string_view long_flag;  // without "--"; '_' and '-' are interchangeable on input
+  char short_flag;
+  std::string_view env;
+  Field field;
+  std::string_view default_value;
+  std::string_view help;
+  std::string_view on_reload;
+};
+
+constexpr std::string_view kReloadNew = "new workers use the new value";
+
+const Setting kSettings[] = {
+    {"app", "", 0, "", &Config::app, "",
+     "The application: a shared object and an optional symbol, PATH[:SYMBOL] (default symbol "
+     "`app`). Usually given as the positional argument.",
+     "new workers load the file anew (not with preload_app)"},
+    {"bind", "bind", 'b', "", &Config::bind, "127.0.0.1:8000",
+     "A socket to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeatable.",
+     "added binds open at once, removed ones close after the old workers are gone"},
+    {"workers", "workers", 'w', "WEB_CONCURRENCY", &Config::workers, "1",
+     "The number of worker processes.", "the worker count converges on the new value"},
+    {"timeout", "timeout", 't', "", &Config::timeout, "30",
+     "Seconds a worker may go without a heartbeat from its event loop before it is killed "
+     "(SIGABRT, then SIGKILL) and replaced.",
+     kReloadNew},
+    {"graceful_timeout", "graceful-timeout", 0, "", &Config::graceful_timeout, "30",
+     "Seconds a retiring worker has to finish its requests before it is killed.", kReloadNew},
+    {"keepalive", "keep-alive", 0, "", &Config::keepalive, "2",
+     "Seconds an idle keep-alive connection is kept open.", kReloadNew},
+    {"header_timeout", "header-timeout", 0, "", &Config::header_timeout, "10",
+     "Seconds a client has to send a complete request head once it started one; after it, "
+     "408 and the connection is closed.",
+     kReloadNew},
+    {"body_timeout", "body-timeout", 0, "", &Config::body_timeout, "60",
+     "Seconds to wait for the next piece of a request body (nginx's client_body_timeout).",
+     kReloadNew},
+    {"send_timeout", "send-timeout", 0, "", &Config::send_timeout, "60",
+     "Seconds a client may take to accept the next piece of a response (nginx's "
+     "send_timeout).",
+     kReloadNew},
+    {"backlog", "backlog", 0, "", &Config::backlog, "2048",
+     "The listen backlog of sockets tricorn binds.", "applies to newly opened binds"},
+    {"max_requests", "max-requests", 0, "", &Config::max_requests, "0",
+     "Requests a worker serves before it is replaced gracefully; 0 disables recycling.",
+     kReloadNew},
+    {"max_requests_jitter", "max-requests-jitter", 0, "", &Config::max_requests_jitter, "0",
+     "A random 0..N added to max_requests per worker, so workers do not recycle together.",
+     kReloadNew},
+    {"limit_request_line", "limit-request-line", 0, "", &Config::limit_request_line, "4094",
+     "Maximum bytes of the request line; longer gets 414.", kReloadNew},
+    {"limit_request_fields", "limit-request-fields", 0, "", &Config::limit_request_fields, "100",
+     "Maximum number of header fields; more gets 431.", kReloadNew},
+    {"limit_request_field_size", "limit-request-field-size", 0, "",
+     &Config::limit_request_field_size, "8190",
+     "Maximum bytes of one header field line; larger gets 431.", kReloadNew},
+    {"preload_app", "preload", 0, "", &Config::preload_app, "false",
+     "Load the app in the master before forking. New app code then needs a binary upgrade "
+     "(USR2) instead of a HUP.",
+     "ignored: needs a restart or USR2"},
+    {"accesslog", "access-logfile", 0, "", &Config::accesslog, "",
+     "Access log file, `-` for stdout; off when empty.", "reopened"},
+    {"errorlog", "error-logfile", 0, "", &Config::errorlog, "-", "Error log file, `-` for stderr.",
+     "reopened"},
+    {"loglevel", "log-level", 0, "", &Config::loglevel, "info",
+     "debug, info, warning, error or critical.", "applies at once"},
+    {"access_log_format", "access-logformat", 0, "", &Config::access_log_format,
+     R"(%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s")",
+     "Access log line, with Gunicorn's atoms.", kReloadNew},
+    {"pidfile", "pid", 0, "", &Config::pidfile, "", "A file to write the master's pid to.",
+     "ignored: needs a restart"},
+    {"root_path", "root-path", 0, "", &Config::root_path, "",
+     "ASGI root_path: the prefix under which the app is mounted.", kReloadNew},
+};
+
+std::string normalise_flag(std::string_view flag) {
+  std::string out(flag);
+  std::replace(out.begin(), out.end(), '_', '-');
+  return out;
+}
+
+const Setting* find_by_key(std::string_view key) {
+  for (const auto& s : kSettings)
+    if (s.key == key) return &s;
+  return nullptr;
+}
+
+const Setting* find_by_flag(std::string_view flag) {
+  const std::string wanted = normalise_flag(flag);
+  for (const auto& s : kSettings)
+    if (!s.long_flag.empty() && normalise_flag(s.long_flag) == wanted) return &s;
+  return nullptr;
+}
+
+const Setting* find_by_short(char c) {
+  for (const auto& s : kSettings)
+    if (s.short_flag == c) return &s;
+  return nullptr;
+}
+
+// Converts text to the field's type; `append` adds to lists instead of replacing them.
+struct Assign {
+  Config& config;
+  std::string_view text;
+  const std::string& where;
+  const Setting& setting;
+  bool append;
+
+  [[noreturn]] void fail(std::string_view expected) const {
+    throw ConfigError(where, std::string(setting.key),
+                      fmt::format("expected {}, got '{}'", expected, text));
+  }
+  void operator()(int Config::*m) const {
+    int v = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc{} || end != text.data() + text.size()) fail("an integer");
+    config.*m = v;
+  }
+  void operator()(double Config::*m) const {
+    std::string s(text);
+    char* end = nullptr;
+    double v = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+    if (std::isnan(v) || std::isinf(v) || end != s.c_str() + s.size()) fail("a number of seconds");
+    config.*m = v;
+  }
+  void operator()(bool Config::*m) const {
+    if (text == "true" || text == "yes" || text == "on" || text == "1")
+      config.*m = true;
+    else if (text == "false" || text == "no" || text == "off" || text == "0")
+      config.*m = false;
+    else
+      fail("true or false");
+  }
+  void operator()(std::string Config::*m) const { config.*m = std::string(text); }
+  void operator()(std::vector<std::string> Config::*m) const {
+    if (!append) (config.*m).clear();
+    (config.*m).emplace_back(text);
+  }
+  void operator()(LogLevel Config::*m) const {
+    static constexpr std::pair<std::string_view, LogLevel> names[] = {
+        {"debug", LogLevel::debug},
+        {"info", LogLevel::info},
+        {"warning", LogLevel::warning},
+        {"error", LogLevel::error},
+        {"critical", LogLevel::critical}};
+    for (auto [name, level] : names)
+      if (name == text) {
+        config.*m = level;
+        return;
+      }
+    fail("one of debug, info, warning, error, critical");
+  }
+};
+
+void assign(Config& c, const Setting& s, std::string_view text, const std::string& where,
+            bool append = false) {
+  std::visit(Assign{c, text, where, s, append}, s.field);
+}
+
+Config defaults() {
+  Config c;
+  for (const auto& s : kSettings) {
+    if (std::holds_alternative<std::vector<std::string> Config::*>(s.field)) {
+      auto m = std::get<std::vector<std::string> Config::*>(s.field);
+      (c.*m).clear();
+      if (!s.default_value.empty()) (c.*m).emplace_back(s.default_value);
+    } else {
+      assign(c, s, s.default_value, "default");
+    }
+  }
+  return c;
+}
+
+std::string yaml_where(std::string_view file, const YAML::Mark& mark) {
+  return fmt::format("{}:{}", file, mark.line + 1);
+}
+
+void apply_yaml_node(Config& c, const std::string& file, const YAML::Node& root) {
+  if (root.IsNull()) return;
+  if (!root.IsMap())
+    throw ConfigError(yaml_where(file, root.Mark()), "", "the file must be a mapping of settings");
+  for (const auto& item : root) {
+    const std::string key = item.first.Scalar();
+    const std::string where = yaml_where(file, item.first.Mark());
+    const Setting* s = find_by_key(key);
+    if (!s) throw ConfigError(where, key, "unknown setting");
+    const YAML::Node& value = item.second;
+    const std::string value_where = yaml_where(file, value.Mark());
+    bool is_list = std::holds_alternative<std::vector<std::string> Config::*>(s->field);
+    if (value.IsSequence() && is_list) {
+      auto m = std::get<std::vector<std::string> Config::*>(s->field);
+      (c.*m).clear();
+      for (const auto& v : value) {
+        if (!v.IsScalar()) throw ConfigError(yaml_where(file, v.Mark()), key, "expected a string");
+        assign(c, *s, v.Scalar(), yaml_where(file, v.Mark()), true);
+      }
+    } else if (value.IsScalar()) {
+      assign(c, *s, value.Scalar(), value_where);
+    } else if (value.IsNull()) {
+      throw ConfigError(where, key, "a value is required");
+    } else {
+      throw ConfigError(
+          value_where, key,
+          is_list ? "expected a string or a list of strings" : "expected a single value");
+    }
+  }
+}
+
+void apply_yaml_file(Config& c, const std::string& file) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(file);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(file, "", "cannot read the file");
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(yaml_where(file, e.mark), "", e.msg);
+  }
+  apply_yaml_node(c, file, root);
+}
+
+void validate(const Config& c) {
+  auto require = [](bool ok, std::string_view key, std::string_view what) {
+    if (!ok) throw ConfigError("", std::string(key), std::string(what));
+  };
+  require(!c.app.empty(), "app", "no application given (tricorn [options] PATH.so[:SYMBOL])");
+  require(!c.bind.empty(), "bind", "at least one bind is needed");
+  require(c.workers >= 1, "workers", "must be at least 1");
+  require(c.timeout > 0, "timeout", "must be positive");
+  require(c.graceful_timeout >= 0, "graceful_timeout", "must not be negative");
+  require(c.keepalive >= 0, "keepalive", "must not be negative");
+  require(c.header_timeout > 0, "header_timeout", "must be positive");
+  require(c.body_timeout > 0, "body_timeout", "must be positive");
+  require(c.send_timeout > 0, "send_timeout", "must be positive");
+  require(c.backlog >= 1, "backlog", "must be at least 1");
+  require(c.max_requests >= 0, "max_requests", "must not be negative");
+  require(c.max_requests_jitter >= 0, "max_requests_jitter", "must not be negative");
+  require(c.limit_request_line >= 64, "limit_request_line", "must be at least 64");
+  require(c.limit_request_fields >= 1, "limit_request_fields", "must be at least 1");
+  require(c.limit_request_field_size >= 64, "limit_request_field_size", "must be at least 64");
+}
+
+std::string_view env_value(const std::vector<std::string>& environ, std::string_view name) {
+  for (const auto& e : environ)
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
+      return std::string_view(e).substr(name.size() + 1);
+  return {};
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::string where_, std::string key_, const std::string& what)
+    : std::runtime_error(fmt::format("{}{}{}", where_.empty() ? "" : where_ + ": ",
+                                     key_.empty() ? "" : "key '" + key_ + "': ", what)),
+      where(std::move(where_)),
+      key(std::move(key_)) {}
+
+std::string Config::app_path() const {
+  return app.substr(0, app.rfind(':'));
+}
+
+std::string Config::app_symbol() const {
+  auto colon = app.rfind(':');
+  return colon == std::string::npos || colon + 1 == app.size() ? "app" : app.substr(colon + 1);
+}
+
+Config load_yaml_text(std::string_view text, std::string_view file_name) {
+  Config c = defaults();
+  try {
+    apply_yaml_node(c, std::string(file_name), YAML::Load(std::string(text)));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(yaml_where(file_name, e.mark), "", e.msg);
+  }
+  return c;
+}
+
+Invocation load(std::span<const std::string> args, const std::vector<std::string>& environ) {
+  Invocation inv;
+  // Flags are applied after the file and the environment, so collect them first.
+  std::vector<std::pair<const Setting*, std::string>> flags;
+  std::vector<std::string> positional;
+  std::string config_file;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    auto take_value = [&](std::string_view flag) -> std::string {
+      if (i + 1 >= args.size()) throw ConfigError(std::string(flag), "", "needs a value");
+      return args[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      inv.action = Action::help;
+      return inv;
+    }
+    if (arg == "--version" || arg == "-v") {
+      inv.action = Action::version;
+      return inv;
+    }
+    if (arg == "--check-config") {
+      inv.action = Action::check_config;
+      continue;
+    }
+    if (arg.starts_with("--")) {
+      std::string_view name = arg.substr(2);
+      std::optional<std::string> value;
+      if (auto eq = name.find('='); eq != std::string_view::npos) {
+        value = std::string(name.substr(eq + 1));
+        name = name.substr(0, eq);
+      }
+      if (name == "config") {
+        config_file = value ? *value : take_value(arg);
+        continue;
+      }
+      const Setting* s = find_by_flag(name);
+      if (!s) throw ConfigError(std::string(arg), "", "unknown option (see --help)");
+      if (std::holds_alternative<bool Config::*>(s->field) && !value) value = "true";
+      flags.emplace_back(s, value ? *value : take_value(arg));
+    } else if (arg.size() >= 2 && arg[0] == '-') {
+      if (arg[1] == 'c') {
+        config_file = arg.size() > 2 ? std::string(arg.substr(2)) : take_value(arg);
+        continue;
+      }
+      const Setting* s = find_by_short(arg[1]);
+      if (!s) throw ConfigError(std::string(arg), "", "unknown option (see --help)");
+      flags.emplace_back(s, arg.size() > 2 ? std::string(arg.substr(2)) : take_value(arg));
+    } else {
+      positional.emplace_back(arg);
+    }
+  }
+  if (positional.size() > 1)
+    throw ConfigError("command line", "app", "more than one application given");
+
+  Config c = defaults();
+  if (!config_file.empty()) apply_yaml_file(c, config_file);
+  c.config_file = config_file;
+  for (const auto& s : kSettings)
+    if (!s.env.empty())
+      if (auto v = env_value(environ, s.env); !v.empty()) assign(c, s, v, std::string(s.env));
+  bool bind_from_flags = false;
+  for (const auto& [s, value] : flags) {
+    bool is_bind = s->key == "bind";
+    assign(c, *s, value, "--" + std::string(s->long_flag), is_bind && bind_from_flags);
+    bind_from_flags = bind_from_flags || is_bind;
+  }
+  if (!positional.empty()) c.app = positional.front();
+  validate(c);
+  inv.config = std::move(c);
+  return inv;
+}
+
+std::vector<SettingDoc> setting_docs() {
+  std::vector<SettingDoc> docs;
+  for (const auto& s : kSettings) {
+    std::string_view flags = s.long_flag;
+    docs.push_back({s.key, flags, s.env, s.default_value, s.help, s.on_reload});
+  }
+  return docs;
+}
+
+std::string usage() {
+  std::string out =
+      "usage: tricorn [OPTIONS] APP\n\n"
+      "APP is a shared object with an optional symbol: ./libhello.so or ./libshop.so:app\n\n"
+      "options:\n"
+      "  -c, --config FILE        read settings from a YAML file\n"
+      "      --check-config       validate the configuration and the app, then exit\n"
+      "  -v, --version            print the version and exit\n"
+      "  -h, --help               print this help and exit\n";
+  for (const auto& s : kSettings) {
+    if (s.long_flag.empty()) continue;
+    std::string flag = s.short_flag ? fmt::format("-{}, --{}", s.short_flag, s.long_flag)
+                                    : fmt::format("    --{}", s.long_flag);
+    out += fmt::format("  {:<32} {}{}\n", flag, s.help,
+                       s.default_value.empty() ? "" : fmt::format(" [{}]", s.default_value));
+  }
+  return out;
+}
+
+std::string_view to_string(LogLevel level) {
+  switch (level) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warning: return "warning";
+    case LogLevel::error: return "error";
+    case LogLevel::critical: return "critical";
+  }
+  return "?";
+}
+
+}  // namespace tricorn::config

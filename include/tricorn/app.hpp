@@ -1,0 +1,160 @@
+// tricorn's application interface: the ASGI model with C++ types.
+//
+//   ASGI                                  tricorn
+//   scope dict                            tricorn::Scope
+//   await receive()                       co_await receive()  -> tricorn::ReceiveEvent
+//   await send(event)                     co_await send(event), event a tricorn::SendEvent
+//   async def app(scope, receive, send)   asio::awaitable<void> app(Scope&, Receive&, Send&)
+//
+// An application is a shared object that exports an entry with TRICORN_APP(symbol, fn);
+// the server loads it with dlopen in every worker (or once in the master with --preload)
+// and checks kAbiVersion before calling anything. Build apps with the same compiler,
+// C++ standard library and Boost version as the server (see docs/apps.md).
+//
+// Lifetimes: everything a Scope or an event points to (string_views, spans) is owned by
+// the server and stays valid until the app's coroutine returns, except a received body,
+// which is valid until the next co_await receive(). Sent views need only live until the
+// co_await send(...) completes.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/version.hpp>
+
+#include <any>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace tricorn {
+
+namespace asio = boost::asio;
+
+// Bumped whenever a type below changes layout; the Boost version is part of it because
+// asio::awaitable's frame layout is.
+inline constexpr std::uint32_t kInterfaceVersion = 1;
+inline constexpr std::uint64_t kAbiVersion =
+    (std::uint64_t{kInterfaceVersion} << 32) | std::uint64_t{BOOST_VERSION};
+
+struct Header {
+  std::string_view name;  // lower case for received headers, as in ASGI
+  std::string_view value;
+};
+
+struct Address {
+  std::string host;  // empty for unix sockets (ASGI: client/server may be None)
+  std::uint16_t port = 0;
+};
+
+enum class ScopeType : std::uint8_t { http, websocket, lifespan };
+
+struct Scope {
+  ScopeType type = ScopeType::http;
+  std::string_view asgi_version = "3.0";
+  std::string_view spec_version = "2.3";
+  std::string_view http_version;  // "1.0", "1.1" or "2"
+  std::string_view method;        // upper case, as received
+  std::string_view scheme;        // "http" or "https" ("ws" / "wss" for websocket)
+  std::string_view path;          // percent-decoded
+  std::string_view raw_path;      // as received, without the query
+  std::string_view query_string;  // as received, without '?'
+  std::string_view root_path;
+  std::span<const Header> headers;
+  Address client;
+  Address server;
+  // Lifespan state: set by the app during lifespan.startup, shared with every request
+  // of the worker (ASGI's scope["state"]). Null when the app set none.
+  std::shared_ptr<std::any> state;
+
+  // First value of a header, by lower-case name; empty if absent.
+  std::string_view header(std::string_view lower_name) const noexcept {
+    for (const auto& h : headers)
+      if (h.name == lower_name) return h.value;
+    return {};
+  }
+};
+
+// --- receive() events ---------------------------------------------------------------
+struct HttpRequest {  // http.request
+  std::string_view body;
+  bool more_body = false;
+};
+struct HttpDisconnect {};    // http.disconnect
+struct LifespanStartup {};   // lifespan.startup
+struct LifespanShutdown {};  // lifespan.shutdown
+
+using ReceiveEvent = std::variant<HttpRequest, HttpDisconnect, LifespanStartup, LifespanShutdown>;
+
+// --- send() events ------------------------------------------------------------------
+struct HttpResponseStart {  // http.response.start
+  int status = 200;
+  std::span<const Header> headers;
+  bool trailers = false;
+};
+struct HttpResponseBody {  // http.response.body
+  std::string_view body;
+  bool more_body = false;
+};
+struct HttpResponseTrailers {  // http.response.trailers
+  std::span<const Header> headers;
+  bool more_trailers = false;
+};
+struct LifespanStartupComplete {};
+struct LifespanStartupFailed {
+  std::string_view message;
+};
+struct LifespanShutdownComplete {};
+struct LifespanShutdownFailed {
+  std::string_view message;
+};
+
+using SendEvent =
+    std::variant<HttpResponseStart, HttpResponseBody, HttpResponseTrailers, LifespanStartupComplete,
+                 LifespanStartupFailed, LifespanShutdownComplete, LifespanShutdownFailed>;
+
+class Receive {
+ public:
+  virtual asio::awaitable<ReceiveEvent> operator()() = 0;
+
+ protected:
+  ~Receive() = default;
+};
+
+class Send {
+ public:
+  // Throws tricorn::ProtocolError when the event is not valid at this point (a body
+  // before the start, two starts, anything after the final body).
+  virtual asio::awaitable<void> operator()(SendEvent event) = 0;
+
+ protected:
+  ~Send() = default;
+};
+
+struct ProtocolError : std::logic_error {
+  using std::logic_error::logic_error;
+};
+
+// The unhandled-scope convention of ASGI: an app that does not implement a scope type
+// (lifespan, typically) throws this, and the server carries on without it.
+struct UnsupportedScope : std::runtime_error {
+  UnsupportedScope() : std::runtime_error("scope type not supported by the app") {}
+};
+
+using AppFunction = asio::awaitable<void> (*)(Scope& scope, Receive& receive, Send& send);
+
+struct AppEntry {
+  std::uint64_t abi_version;
+  AppFunction call;
+  const char* name;
+};
+
+}  // namespace tricorn
+
+// Exports FN as the app SYMBOL: `tricorn ./libhello.so:SYMBOL` (":app" is the default).
+#define TRICORN_APP(symbol, fn)                                                        \
+  extern "C" __attribute__((visibility("default"))) const ::tricorn::AppEntry symbol { \
+    ::tricorn::kAbiVersion, &(fn), #fn                                                 \
+  }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything tricorn needs to build and test, from Debian 12's packages.
+# Idempotent: packages already present are skipped by apt-get, and the apt lists are
+# refreshed only when a package is missing. Must run as root (or through sudo).
+set -euo pipefail
+
+packages=(
+  # toolchain
+  g++ cmake ninja-build ccache pkg-config git
+  # libraries
+  libboost1.81-dev libnghttp2-dev libyaml-cpp-dev libfmt-dev doctest-dev libssl-dev
+  libsystemd-dev
+  # test clients and tools
+  curl wrk nghttp2-client procps iproute2 systemd
+  python3 python3-h2 python3-hyperframe python3-httpx python3-websockets python3-pytest
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,123 @@
+// The app the integration tests drive: one route per behaviour under test.
+#include <tricorn/app.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace {
+
+namespace asio = tricorn::asio;
+using tricorn::Header;
+using tricorn::HttpRequest;
+using tricorn::HttpResponseBody;
+using tricorn::HttpResponseStart;
+
+int query_int(std::string_view query, std::string_view key, int fallback) {
+  auto at = query.find(std::string(key) + "=");
+  if (at == std::string_view::npos) return fallback;
+  int v = fallback;
+  std::from_chars(query.data() + at + key.size() + 1, query.data() + query.size(), v);
+  return v;
+}
+
+asio::awaitable<void> reply(tricorn::Send& send, int status, std::string_view body) {
+  static constexpr Header headers[] = {{"content-type", "text/plain"}};
+  co_await send(HttpResponseStart{status, headers});
+  co_await send(HttpResponseBody{body});
+}
+
+asio::awaitable<std::string> read_body(tricorn::Receive& receive) {
+  std::string body;
+  for (;;) {
+    auto event = co_await receive();
+    auto* r = std::get_if<HttpRequest>(&event);
+    if (!r) break;
+    body.append(r->body);
+    if (!r->more_body) break;
+  }
+  co_return body;
+}
+
+asio::awaitable<void> sleep_ms(int ms) {
+  asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
+                              tricorn::Send& send) {
+  const auto path = scope.path;
+  if (path == "/") {
+    co_await reply(send, 200, "Hello, World!");
+  } else if (path == "/pid") {
+    co_await reply(send, 200, std::to_string(::getpid()));
+  } else if (path == "/slow") {
+    co_await sleep_ms(query_int(scope.query_string, "ms", 1000));
+    co_await reply(send, 200, "slow done");
+  } else if (path == "/block") {
+    // Blocks the worker's event loop, as a badly written app would.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(query_int(scope.query_string, "ms", 1000)));
+    co_await reply(send, 200, "unblocked");
+  } else if (path == "/crash") {
+    std::abort();
+  } else if (path == "/throw") {
+    throw std::runtime_error("the app failed on purpose");
+  } else if (path == "/none") {
+    co_return;
+  } else if (path == "/body-first") {
+    co_await send(HttpResponseBody{"too early"});
+  } else if (path == "/two-starts") {
+    co_await send(HttpResponseStart{200, {}});
+    co_await send(HttpResponseStart{200, {}});
+  } else if (path == "/throw-after-start") {
+    co_await send(HttpResponseStart{200, {}});
+    co_await send(HttpResponseBody{"partial", true});
+    throw std::runtime_error("failed mid-response");
+  } else if (path == "/echo") {
+    co_await reply(send, 200, co_await read_body(receive));
+  } else if (path == "/length") {
+    auto body = co_await read_body(receive);
+    co_await reply(send, 200, std::to_string(body.size()));
+  } else if (path == "/ignore-body") {
+    co_await reply(send, 200, "ignored");
+  } else if (path == "/chunks") {
+    co_await send(HttpResponseStart{200, {}});
+    int n = query_int(scope.query_string, "n", 3);
+    for (int i = 0; i < n; ++i) co_await send(HttpResponseBody{"piece;", true});
+    co_await send(HttpResponseBody{"end", false});
+  } else if (path == "/status") {
+    int status = query_int(scope.query_string, "code", 200);
+    co_await send(HttpResponseStart{status, {}});
+    co_await send(HttpResponseBody{status == 204 || status == 304 ? "" : "status"});
+  } else if (path == "/scope") {
+    std::string out;
+    out += "method=" + std::string(scope.method) + "\n";
+    out += "http_version=" + std::string(scope.http_version) + "\n";
+    out += "scheme=" + std::string(scope.scheme) + "\n";
+    out += "path=" + std::string(scope.path) + "\n";
+    out += "raw_path=" + std::string(scope.raw_path) + "\n";
+    out += "query_string=" + std::string(scope.query_string) + "\n";
+    out += "root_path=" + std::string(scope.root_path) + "\n";
+    out += "client=" + scope.client.host + ":" + std::to_string(scope.client.port) + "\n";
+    out += "server=" + scope.server.host + ":" + std::to_string(scope.server.port) + "\n";
+    for (const auto& h : scope.headers)
+      out += "header=" + std::string(h.name) + ": " + std::string(h.value) + "\n";
+    co_await reply(send, 200, out);
+  } else {
+    co_await reply(send, 404, "not found");
+  }
+}
+
+}  // namespace
+
+TRICORN_APP(app, testapp);

@@ -1,0 +1,833 @@
+// One HTTP/1.1 connection: a coroutine that reads a request head, hands the request to
+// the app, and loops while the connection is kept alive. The connection object is the
+// app's Receive and Send, so the app's messages come straight back here.
+//
+// Buffer: one per connection, holding [next request head][its body bytes][pipelined
+// bytes]. The head's bytes do not move while its app runs (the Scope points into them),
+// so body bytes are read into the space after the head.
+//
+// Output: responses are appended to out_ and written when the connection next waits
+// for input (or a streamed body asks to be flushed), so that all responses produced
+// from one read of pipelined requests go out in one write.
+#include "worker/http1/connection.hpp"
+
+#include "common/log.hpp"
+#include "worker/http1/parser.hpp"
+#include "worker/worker.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <fmt/format.h>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <optional>
+
+namespace tricorn::worker::http1 {
+namespace {
+
+using namespace std::chrono_literals;
+using tricorn::http1::BodyKind;
+using tricorn::http1::ChunkedDecoder;
+using tricorn::http1::Limits;
+using tricorn::http1::ParseResult;
+using tricorn::http1::RequestHead;
+using tricorn::http1::ScanState;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kInitialBuffer = 8 * 1024;
+constexpr size_t kBodyRoom = 8 * 1024;       // free space kept after a head for body reads
+constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
+constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are not copied
+constexpr auto kLingerTime = 2s;
+
+// The client went away or stopped reading: raised through the app's send().
+struct ClientGone : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string_view reason_phrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool safe_field_value(std::string_view v) {
+  for (unsigned char c : v)
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  return true;
+}
+
+void append_decimal(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+void append_hex(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, 16);
+  out.append(buf, end);
+}
+
+class Http1Connection final : public worker::Connection,
+                              public Receive,
+                              public Send,
+                              public std::enable_shared_from_this<Http1Connection> {
+ public:
+  Http1Connection(Worker& worker, Socket socket, const ListenerInfo& listener)
+      : worker_(worker),
+        socket_(std::move(socket)),
+        listener_(listener),
+        timer_(socket_.get_executor()),
+        limits_{static_cast<size_t>(worker.config().limit_request_line),
+                static_cast<size_t>(worker.config().limit_request_fields),
+                static_cast<size_t>(worker.config().limit_request_field_size)} {}
+
+  asio::awaitable<void> run();
+  Socket::executor_type executor() { return socket_.get_executor(); }
+  void on_drain() override;
+  asio::awaitable<ReceiveEvent> operator()() override;
+  asio::awaitable<void> operator()(SendEvent event) override;
+
+ private:
+  enum class Response : std::uint8_t { none, started, committed, body_done, complete };
+  enum class Framing : std::uint8_t { none, length, chunked, until_close };
+  enum class Wait : std::uint8_t { idle, head, body, send, linger, forever };
+
+  // The request loop.
+  asio::awaitable<bool> read_request();
+  asio::awaitable<void> handle_request();
+  asio::awaitable<void> finish_response();
+  asio::awaitable<void> respond_error(int status, std::string_view reason);
+  asio::awaitable<void> linger_close();
+  bool build_scope();
+  void reset_request_state();
+
+  // Socket I/O with deadlines.
+  asio::awaitable<size_t> read_some(Wait wait);
+  asio::awaitable<void> flush(std::string_view extra = {});
+  void set_deadline(Wait wait);
+  void arm_watchdog();
+  void on_watchdog(boost::system::error_code ec);
+
+  // Buffer management.
+  bool make_room_for_head();
+  void make_room_for_body();
+  void rebase_head(const char* old_base, const char* new_base);
+
+  // The app's side.
+  asio::awaitable<ReceiveEvent> receive_body();
+  asio::awaitable<ReceiveEvent> wait_for_disconnect();
+  void start_response(const HttpResponseStart& start);
+  asio::awaitable<void> send_body(const HttpResponseBody& body);
+  void send_trailers(const HttpResponseTrailers& trailers);
+  void commit_head(std::string_view first_body, bool more_body);
+  void append_headers(std::span<const Header> headers, bool for_response);
+  void write_access_log();
+
+  Worker& worker_;
+  Socket socket_;
+  const ListenerInfo& listener_;
+  asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point armed_for_ = Clock::time_point::max();
+  bool watchdog_armed_ = false;
+  bool timed_out_ = false;
+  bool finished_ = false;
+  bool waiting_idle_ = false;
+  Limits limits_;
+
+  std::unique_ptr<char[]> buf_;
+  size_t cap_ = 0;
+  size_t begin_ = 0;     // start of the current request
+  size_t end_ = 0;       // end of the bytes read
+  size_t body_pos_ = 0;  // next unread body byte (after the current head)
+
+  RequestHead head_;
+  ScanState scan_;
+  Scope scope_;
+  std::string decoded_path_;
+  Address client_;
+  std::uint64_t requests_ = 0;
+
+  // Per request.
+  bool keep_alive_ = true;
+  bool body_done_ = false;
+  bool continue_sent_ = false;
+  bool disconnected_ = false;
+  int body_error_status_ = 0;
+  std::uint64_t body_remaining_ = 0;
+  ChunkedDecoder chunked_;
+  Response response_ = Response::none;
+  Framing framing_ = Framing::none;
+  bool trailers_expected_ = false;
+  bool head_request_ = false;
+  bool no_body_status_ = false;
+  int status_ = 0;
+  std::optional<std::uint64_t> app_content_length_;
+  std::uint64_t body_bytes_sent_ = 0;
+  Clock::time_point request_start_;
+  std::string head_out_;  // the response head until its framing is known
+  std::string out_;       // bytes waiting to be written
+};
+
+asio::awaitable<void> Http1Connection::run() {
+  worker_.track(this);
+  struct Finish {
+    Http1Connection* c;
+    ~Finish() {
+      c->finished_ = true;
+      if (c->watchdog_armed_) c->timer_.cancel();
+      c->worker_.untrack(c);
+    }
+  } finish{this};
+  if (!listener_.is_unix) {
+    auto peer = peer_address(socket_.native_handle());
+    client_ = {std::move(peer.host), peer.port};
+    scope_.client = client_;
+    scope_.server = {listener_.server_host, listener_.server_port};
+  }
+  while (co_await read_request()) {
+    co_await handle_request();
+    ++requests_;
+    worker_.on_request_done();
+    if (!keep_alive_) break;
+    begin_ = body_pos_;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  co_await flush();
+  co_await linger_close();
+}
+
+// Reads until a whole request head is buffered. False: the connection is done (closed
+// by the peer, timed out, or answered with an error).
+asio::awaitable<bool> Http1Connection::read_request() {
+  scan_ = {};
+  for (;;) {
+    if (begin_ < end_) {
+      auto r =
+          tricorn::http1::parse_request(buf_.get() + begin_, end_ - begin_, limits_, head_, scan_);
+      if (r.kind == ParseResult::complete) co_return true;
+      if (r.kind == ParseResult::error) {
+        co_await respond_error(r.status, r.reason);
+        co_return false;
+      }
+    }
+    bool idle = begin_ == end_;
+    if (!make_room_for_head()) {
+      co_await respond_error(431, "request head too large");
+      co_return false;
+    }
+    waiting_idle_ = idle;
+    size_t n = co_await read_some(idle ? Wait::idle : Wait::head);
+    waiting_idle_ = false;
+    if (n == 0) {
+      if (timed_out_ && !idle) co_await respond_error(408, "request head not received in time");
+      co_return false;
+    }
+  }
+}
+
+void Http1Connection::reset_request_state() {
+  keep_alive_ = head_.keep_alive && worker_.config().keepalive > 0;
+  body_done_ = head_.body == BodyKind::none;
+  continue_sent_ = false;
+  disconnected_ = false;
+  body_error_status_ = 0;
+  body_remaining_ = head_.body == BodyKind::length ? head_.content_length : 0;
+  chunked_.reset();
+  response_ = Response::none;
+  framing_ = Framing::none;
+  trailers_expected_ = false;
+  head_request_ = head_.method == "HEAD";
+  no_body_status_ = false;
+  status_ = 0;
+  app_content_length_.reset();
+  body_bytes_sent_ = 0;
+  head_out_.clear();
+  request_start_ = Clock::now();
+}
+
+asio::awaitable<void> Http1Connection::handle_request() {
+  make_room_for_body();
+  reset_request_state();
+  if (!build_scope()) {
+    co_await respond_error(400, "malformed percent-encoding in the path");
+    co_return;
+  }
+  std::string failure;
+  try {
+    co_await worker_.app().call(scope_, *this, *this);
+  } catch (const ClientGone&) {
+    keep_alive_ = false;
+    disconnected_ = true;
+    co_return;  // nothing more can reach this client
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  if (!failure.empty() || response_ != Response::complete) {
+    if (failure.empty())
+      failure = response_ == Response::none ? "the app returned without a response"
+                                            : "the app returned before the response was complete";
+    log::error("Error handling request {} {}: {}", head_.method, head_.target, failure);
+  }
+  co_await finish_response();
+  if (log::access_enabled()) write_access_log();
+}
+
+// After the app: answer for it if it did not, and decide whether the connection can
+// carry another request.
+asio::awaitable<void> Http1Connection::finish_response() {
+  if (response_ == Response::none || response_ == Response::started) {
+    // Nothing reached out_ yet, so the client can still get a clean error.
+    head_out_.clear();
+    response_ = Response::none;
+    int status = body_error_status_ ? body_error_status_ : 500;
+    co_await respond_error(status, body_error_status_ ? "malformed request body" : "");
+    keep_alive_ = false;
+    co_return;
+  }
+  if (response_ != Response::complete) keep_alive_ = false;  // truncated: only a close tells
+  if (!keep_alive_ || body_done_) co_return;
+  // The app did not read the whole body. Drop a small rest to keep the connection;
+  // a large one, or one the client waits to be asked for, costs less as a close.
+  bool waiting_for_continue = head_.expect_continue && !continue_sent_;
+  if (waiting_for_continue || body_error_status_ || disconnected_ ||
+      (head_.body == BodyKind::length && body_remaining_ > kDiscardLimit)) {
+    keep_alive_ = false;
+    co_return;
+  }
+  std::uint64_t discarded = 0;
+  while (!body_done_ && discarded <= kDiscardLimit && !disconnected_) {
+    auto ev = co_await receive_body();
+    if (auto* r = std::get_if<HttpRequest>(&ev)) discarded += r->body.size();
+  }
+  if (!body_done_ || body_error_status_) keep_alive_ = false;
+}
+
+asio::awaitable<void> Http1Connection::respond_error(int status, std::string_view reason) {
+  if (!reason.empty()) log::debug("Invalid request from {}: {} ({})", client_.host, status, reason);
+  status_ = status;
+  keep_alive_ = false;
+  auto body = fmt::format("{} {}\n", status, reason_phrase(status));
+  fmt::format_to(std::back_inserter(out_),
+                 "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: tricorn\r\nConnection: close\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
+                 status, reason_phrase(status), worker_.http_date(), body.size(), body);
+  response_ = Response::complete;
+  co_return;
+}
+
+// Closing with unread input makes the kernel send a reset, which can destroy the
+// response the client has not read yet. Shut down our side and read until the peer
+// closes (or a short deadline) first.
+asio::awaitable<void> Http1Connection::linger_close() {
+  boost::system::error_code ec;
+  socket_.shutdown(asio::socket_base::shutdown_send, ec);
+  if (ec) co_return;
+  begin_ = end_ = 0;
+  if (!buf_) {
+    buf_ = std::make_unique<char[]>(kInitialBuffer);
+    cap_ = kInitialBuffer;
+  }
+  set_deadline(Wait::linger);
+  for (size_t total = 0; total < 1024 * 1024;) {
+    auto [rec, n] = co_await socket_.async_read_some(asio::buffer(buf_.get(), cap_), use_nothrow);
+    if (rec) break;
+    total += n;
+  }
+  socket_.close(ec);
+}
+
+bool Http1Connection::build_scope() {
+  scope_.type = ScopeType::http;
+  scope_.http_version = head_.version_minor == 0 ? "1.0" : "1.1";
+  scope_.method = head_.method;
+  scope_.scheme = listener_.scheme;
+  scope_.raw_path = head_.path;
+  scope_.query_string = head_.query;
+  scope_.root_path = worker_.config().root_path;
+  scope_.headers = head_.headers;
+  scope_.state = worker_.state();
+  if (head_.path.find('%') == std::string_view::npos) {
+    scope_.path = head_.path;
+    return true;
+  }
+  if (!tricorn::http1::percent_decode(head_.path, decoded_path_)) return false;
+  scope_.path = decoded_path_;
+  return true;
+}
+
+// --- socket I/O -------------------------------------------------------------------------
+
+void Http1Connection::set_deadline(Wait wait) {
+  const auto& c = worker_.config();
+  auto now = Clock::now();
+  switch (wait) {
+    case Wait::idle: {
+      auto keepalive = seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
+      if (worker_.draining()) keepalive = std::min(keepalive, seconds(std::min(c.keepalive, 2.0)));
+      deadline_ = now + keepalive;
+      break;
+    }
+    case Wait::head:
+      // One deadline for the whole head, counted from its first byte: a client sending
+      // a byte at a time gains nothing.
+      if (scan_.pos == 0 || deadline_ == Clock::time_point::max())
+        deadline_ = now + seconds(c.header_timeout);
+      break;
+    case Wait::body: deadline_ = now + seconds(c.body_timeout); break;
+    case Wait::send: deadline_ = now + seconds(c.send_timeout); break;
+    case Wait::linger: deadline_ = now + kLingerTime; break;
+    case Wait::forever: deadline_ = Clock::time_point::max(); break;
+  }
+  if (deadline_ == Clock::time_point::max()) return;
+  if (!watchdog_armed_)
+    arm_watchdog();
+  else if (deadline_ < armed_for_)
+    timer_.cancel();  // wakes the watchdog to re-arm earlier
+}
+
+void Http1Connection::arm_watchdog() {
+  watchdog_armed_ = true;
+  armed_for_ = deadline_;
+  timer_.expires_at(deadline_);
+  timer_.async_wait(
+      [self = shared_from_this()](boost::system::error_code ec) { self->on_watchdog(ec); });
+}
+
+void Http1Connection::on_watchdog(boost::system::error_code) {
+  watchdog_armed_ = false;
+  if (finished_ || deadline_ == Clock::time_point::max()) return;
+  if (Clock::now() >= deadline_) {
+    timed_out_ = true;
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
+    return;
+  }
+  arm_watchdog();
+}
+
+// Reads into the free space at the end of the buffer. Returns 0 on EOF, error or timeout.
+asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
+  co_await flush();
+  timed_out_ = false;
+  set_deadline(wait);
+  auto [ec, n] =
+      co_await socket_.async_read_some(asio::buffer(buf_.get() + end_, cap_ - end_), use_nothrow);
+  deadline_ = Clock::time_point::max();
+  if (ec) co_return 0;
+  end_ += n;
+  co_return n;
+}
+
+asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
+  if (out_.empty() && extra.empty()) co_return;
+  set_deadline(Wait::send);
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(out_), asio::buffer(extra)};
+  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
+  deadline_ = Clock::time_point::max();
+  out_.clear();
+  if (ec) {
+    disconnected_ = true;
+    throw ClientGone(timed_out_ ? "send timeout" : ec.message());
+  }
+}
+
+void Http1Connection::on_drain() {
+  // An idle connection gets the drain window; a busy one closes after its response,
+  // which will carry Connection: close.
+  if (waiting_idle_) set_deadline(Wait::idle);
+}
+
+// --- buffer -------------------------------------------------------------------------
+
+bool Http1Connection::make_room_for_head() {
+  if (!buf_) {
+    buf_ = std::make_unique<char[]>(kInitialBuffer);
+    cap_ = kInitialBuffer;
+  }
+  if (end_ < cap_) return true;
+  if (begin_ > 0) {
+    std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
+    end_ -= begin_;
+    scan_.pos -= std::min(scan_.pos, begin_);
+    scan_.line_start -= std::min(scan_.line_start, begin_);
+    begin_ = 0;
+    return true;
+  }
+  size_t max_head = limits_.request_line + 2 + limits_.fields * (limits_.field_size + 2) + 2;
+  if (cap_ >= max_head + kBodyRoom) return false;
+  size_t bigger = std::min(cap_ * 2, max_head + kBodyRoom);
+  auto next = std::make_unique<char[]>(bigger);
+  std::memcpy(next.get(), buf_.get(), end_);
+  buf_ = std::move(next);
+  cap_ = bigger;
+  return true;
+}
+
+// Ensures space after the head for body reads, moving the head (and re-pointing its
+// views) when needed. Called before the scope is built.
+void Http1Connection::make_room_for_body() {
+  size_t head_end = begin_ + head_.head_size;
+  body_pos_ = head_end;
+  if (head_.body == BodyKind::none || end_ > head_end || cap_ - head_end >= kBodyRoom) return;
+  const char* old_base = buf_.get() + begin_;
+  size_t used = end_ - begin_;
+  if (cap_ - used >= kBodyRoom) {
+    std::memmove(buf_.get(), old_base, used);
+  } else {
+    size_t bigger = used + kBodyRoom;
+    auto next = std::make_unique<char[]>(bigger);
+    std::memcpy(next.get(), old_base, used);
+    buf_ = std::move(next);
+    cap_ = bigger;
+  }
+  rebase_head(old_base, buf_.get());
+  begin_ = 0;
+  end_ = used;
+  body_pos_ = head_.head_size;
+}
+
+void Http1Connection::rebase_head(const char* old_base, const char* new_base) {
+  auto move = [&](std::string_view& v) {
+    if (v.data() >= old_base && v.data() < old_base + head_.head_size)
+      v = std::string_view(new_base + (v.data() - old_base), v.size());
+  };
+  for (auto* v :
+       {&head_.method, &head_.target, &head_.path, &head_.query, &head_.host, &head_.upgrade})
+    move(*v);
+  for (auto& h : head_.headers) {
+    move(h.name);
+    move(h.value);
+  }
+}
+
+// --- Receive ------------------------------------------------------------------------
+
+asio::awaitable<ReceiveEvent> Http1Connection::operator()() {
+  if (response_ == Response::complete || disconnected_) co_return HttpDisconnect{};
+  if (!body_done_) co_return co_await receive_body();
+  co_return co_await wait_for_disconnect();
+}
+
+asio::awaitable<ReceiveEvent> Http1Connection::receive_body() {
+  if (head_.expect_continue && !continue_sent_ && response_ == Response::none &&
+      body_pos_ == end_) {
+    out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+    continue_sent_ = true;
+  }
+  for (;;) {
+    if (body_pos_ < end_) {
+      if (head_.body == BodyKind::length) {
+        size_t n = static_cast<size_t>(std::min<std::uint64_t>(body_remaining_, end_ - body_pos_));
+        std::string_view data(buf_.get() + body_pos_, n);
+        body_pos_ += n;
+        body_remaining_ -= n;
+        body_done_ = body_remaining_ == 0;
+        co_return HttpRequest{data, !body_done_};
+      }
+      auto st = chunked_.step(buf_.get() + body_pos_, end_ - body_pos_);
+      body_pos_ += st.consumed;
+      if (st.error_status) {
+        body_error_status_ = st.error_status;
+        keep_alive_ = false;
+        disconnected_ = true;
+        co_return HttpDisconnect{};
+      }
+      if (st.done) {
+        body_done_ = true;
+        co_return HttpRequest{{}, false};
+      }
+      if (!st.data.empty()) co_return HttpRequest{st.data, true};
+    }
+    // Everything buffered was handed out: read the next piece where the body started.
+    body_pos_ = end_ = begin_ + head_.head_size;
+    if (co_await read_some(Wait::body) == 0) {
+      disconnected_ = true;
+      keep_alive_ = false;
+      co_return HttpDisconnect{};
+    }
+  }
+}
+
+// ASGI: once the body is read, receive() blocks until the client goes away (or the
+// response is complete). Bytes that arrive meanwhile are pipelined requests: keep them.
+asio::awaitable<ReceiveEvent> Http1Connection::wait_for_disconnect() {
+  co_await flush();
+  for (;;) {
+    if (end_ == cap_) {
+      // No room to keep pipelined bytes: just wait for readability and peek.
+      auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, use_nothrow);
+      char probe;
+      if (ec || ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT) == 0) break;
+      asio::steady_timer pause(socket_.get_executor(), 100ms);
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    if (co_await read_some(Wait::forever) == 0) break;
+  }
+  disconnected_ = true;
+  keep_alive_ = false;
+  co_return HttpDisconnect{};
+}
+
+// --- Send ---------------------------------------------------------------------------
+
+asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
+  if (auto* start = std::get_if<HttpResponseStart>(&event)) {
+    start_response(*start);
+  } else if (auto* body = std::get_if<HttpResponseBody>(&event)) {
+    co_await send_body(*body);
+  } else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event)) {
+    send_trailers(*trailers);
+  } else {
+    throw ProtocolError("lifespan message sent in an http scope");
+  }
+}
+
+void Http1Connection::start_response(const HttpResponseStart& start) {
+  if (response_ != Response::none) throw ProtocolError("http.response.start sent twice");
+  if (start.status < 200 || start.status > 599)
+    throw ProtocolError(fmt::format("invalid status {}", start.status));
+  status_ = start.status;
+  no_body_status_ = status_ == 204 || status_ == 304;
+  trailers_expected_ = start.trailers;
+  head_out_.clear();
+  fmt::format_to(std::back_inserter(head_out_), "HTTP/1.1 {} {}\r\n", status_,
+                 reason_phrase(status_));
+  bool has_date = false, has_server = false;
+  for (const auto& h : start.headers) {
+    if (!tricorn::http1::is_token(h.name) || !safe_field_value(h.value))
+      throw ProtocolError(fmt::format("invalid response header '{}'", h.name));
+    if (iequals(h.name, "content-length")) {
+      std::uint64_t n = 0;
+      auto [end, ec] = std::from_chars(h.value.data(), h.value.data() + h.value.size(), n);
+      if (ec != std::errc{} || end != h.value.data() + h.value.size())
+        throw ProtocolError(fmt::format("invalid content-length '{}'", h.value));
+      app_content_length_ = n;
+      continue;  // written by commit_head, once framing is decided
+    }
+    if (iequals(h.name, "transfer-encoding")) continue;  // framing is ours
+    if (iequals(h.name, "connection")) {
+      if (h.value.find("close") != std::string_view::npos) keep_alive_ = false;
+      continue;
+    }
+    has_date = has_date || iequals(h.name, "date");
+    has_server = has_server || iequals(h.name, "server");
+    head_out_.append(h.name).append(": ").append(h.value).append("\r\n");
+  }
+  if (!has_date) head_out_.append("date: ").append(worker_.http_date()).append("\r\n");
+  if (!has_server) head_out_.append("server: tricorn\r\n");
+  response_ = Response::started;
+}
+
+void Http1Connection::commit_head(std::string_view first_body, bool more_body) {
+  if (worker_.draining()) keep_alive_ = false;
+  if (no_body_status_) {
+    framing_ = Framing::none;
+  } else if (app_content_length_) {
+    framing_ = Framing::length;
+    head_out_.append("content-length: ");
+    append_decimal(head_out_, *app_content_length_);
+    head_out_.append("\r\n");
+  } else if (!more_body && !trailers_expected_) {
+    framing_ = Framing::length;
+    app_content_length_ = first_body.size();
+    head_out_.append("content-length: ");
+    append_decimal(head_out_, first_body.size());
+    head_out_.append("\r\n");
+  } else if (head_.version_minor >= 1) {
+    framing_ = Framing::chunked;
+    head_out_.append("transfer-encoding: chunked\r\n");
+  } else {
+    framing_ = Framing::until_close;
+    keep_alive_ = false;
+  }
+  if (!keep_alive_)
+    head_out_.append("connection: close\r\n");
+  else if (head_.version_minor == 0)
+    head_out_.append("connection: keep-alive\r\n");
+  head_out_.append("\r\n");
+  out_ += head_out_;
+  response_ = Response::committed;
+}
+
+asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
+  if (response_ == Response::none)
+    throw ProtocolError("http.response.body sent before http.response.start");
+  if (response_ == Response::body_done || response_ == Response::complete)
+    throw ProtocolError("http.response.body sent after the response body was complete");
+  if (response_ == Response::started) commit_head(body.body, body.more_body);
+  const bool bodyless = head_request_ || no_body_status_;
+  if (framing_ == Framing::length && !bodyless &&
+      body_bytes_sent_ + body.body.size() > *app_content_length_) {
+    keep_alive_ = false;
+    throw ProtocolError("response body longer than its content-length");
+  }
+  body_bytes_sent_ += body.body.size();
+  const std::string_view data = bodyless ? std::string_view() : body.body;
+  const bool chunked = framing_ == Framing::chunked && !bodyless;
+  const bool last = !body.more_body;
+  if (last) {
+    if (framing_ == Framing::length && !bodyless && body_bytes_sent_ < *app_content_length_)
+      keep_alive_ = false;  // short body: only a close ends the message
+    response_ = trailers_expected_ ? Response::body_done : Response::complete;
+  }
+  if (!data.empty()) {
+    if (chunked) {
+      append_hex(out_, data.size());
+      out_ += "\r\n";
+    }
+    // A large piece is written from the app's memory instead of being copied.
+    if (data.size() > kCopyLimit)
+      co_await flush(data);
+    else
+      out_.append(data);
+    if (chunked) out_ += "\r\n";
+  }
+  if (last && chunked && !trailers_expected_) out_ += "0\r\n\r\n";
+  // Streaming: write each piece now, so a slow client slows the app down instead of
+  // filling memory.
+  if (!last) co_await flush();
+}
+
+void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
+  if (response_ != Response::body_done || !trailers_expected_)
+    throw ProtocolError("http.response.trailers without trailers: true and a complete body");
+  if (framing_ == Framing::chunked && !head_request_) {
+    out_ += "0\r\n";
+    for (const auto& h : trailers.headers) {
+      if (!tricorn::http1::is_token(h.name) || !safe_field_value(h.value))
+        throw ProtocolError(fmt::format("invalid trailer '{}'", h.name));
+      out_.append(h.name).append(": ").append(h.value).append("\r\n");
+    }
+    if (!trailers.more_trailers) out_ += "\r\n";
+  }
+  if (!trailers.more_trailers) response_ = Response::complete;
+}
+
+// Gunicorn's atoms: h l u t r s b f a, plus T (seconds), D (microseconds), p (pid).
+void Http1Connection::write_access_log() {
+  auto elapsed = Clock::now() - request_start_;
+  std::string line;
+  const std::string& format = worker_.config().access_log_format;
+  for (size_t i = 0; i < format.size(); ++i) {
+    if (format.compare(i, 2, "%(") == 0) {
+      auto close = format.find(")s", i);
+      if (close != std::string::npos) {
+        std::string_view atom(format.data() + i + 2, close - i - 2);
+        i = close + 1;
+        if (atom == "h")
+          line += client_.host.empty() ? "-" : client_.host;
+        else if (atom == "l" || atom == "u")
+          line += "-";
+        else if (atom == "t") {
+          char stamp[64];
+          std::time_t now = std::time(nullptr);
+          std::tm tm{};
+          localtime_r(&now, &tm);
+          line.append(stamp, std::strftime(stamp, sizeof stamp, "[%d/%b/%Y:%H:%M:%S %z]", &tm));
+        } else if (atom == "r") {
+          fmt::format_to(std::back_inserter(line), "{} {} HTTP/{}", head_.method, head_.target,
+                         scope_.http_version);
+        } else if (atom == "s")
+          fmt::format_to(std::back_inserter(line), "{}", status_);
+        else if (atom == "b")
+          fmt::format_to(std::back_inserter(line), "{}", body_bytes_sent_);
+        else if (atom == "f")
+          line += scope_.header("referer").empty() ? "-" : scope_.header("referer");
+        else if (atom == "a")
+          line += scope_.header("user-agent").empty() ? "-" : scope_.header("user-agent");
+        else if (atom == "T")
+          fmt::format_to(std::back_inserter(line), "{}",
+                         std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
+        else if (atom == "D")
+          fmt::format_to(std::back_inserter(line), "{}",
+                         std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+        else if (atom == "p")
+          fmt::format_to(std::back_inserter(line), "<{}>", ::getpid());
+        else if (atom == "H")
+          fmt::format_to(std::back_inserter(line), "HTTP/{}", scope_.http_version);
+        else
+          line += "-";
+        continue;
+      }
+    }
+    line += format[i];
+  }
+  log::access(line);
+}
+
+}  // namespace
+
+void start_connection(Worker& worker, Socket socket, const ListenerInfo& listener) {
+  auto c = std::make_shared<Http1Connection>(worker, std::move(socket), listener);
+  asio::co_spawn(c->executor(), c->run(), [c](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const boost::system::system_error& ex) {
+      log::debug("Connection closed: {}", ex.what());
+    } catch (const std::exception& ex) {
+      log::error("Connection closed on an error: {}", ex.what());
+    }
+  });
+}
+
+}  // namespace tricorn::worker::http1

@@ -1,0 +1,263 @@
+#include "worker/worker.hpp"
+
+#include "common/app_loader.hpp"
+#include "common/control.hpp"
+#include "common/log.hpp"
+#include "worker/http1/connection.hpp"
+#include "worker/socket.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+
+namespace tricorn::worker {
+
+using namespace std::chrono_literals;
+using std::chrono::duration;
+using std::chrono::duration_cast;
+using std::chrono::steady_clock;
+
+struct Worker::Acceptor {
+  Acceptor(asio::io_context& io, const Listener& l)
+      : acceptor(io,
+                 asio::generic::stream_protocol(l.family, l.family == AF_UNIX ? 0 : IPPROTO_TCP),
+                 ::dup(l.fd)) {
+    info.is_unix = l.family == AF_UNIX;
+    if (!info.is_unix) {
+      auto a = local_address(l.fd);
+      info.server_host = a.host;
+      info.server_port = a.port;
+    }
+  }
+  asio::basic_socket_acceptor<asio::generic::stream_protocol> acceptor;
+  ListenerInfo info;
+};
+
+namespace {
+
+steady_clock::duration seconds(double s) {
+  return duration_cast<steady_clock::duration>(duration<double>(s));
+}
+
+// Undoes what the master set up for itself and ties this process's life to the master.
+void prepare_process() {
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int s : {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM})
+    ::sigaction(s, &dfl, nullptr);
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  // TTIN, TTOU and WINCH are the master's; a worker in the same process group must not
+  // stop or react when an operator signals the whole group.
+  for (int s : {SIGPIPE, SIGTTIN, SIGTTOU, SIGWINCH}) ::sigaction(s, &ign, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+void log_connection_error(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error("Error in a worker task: {}", ex.what());
+  }
+}
+
+}  // namespace
+
+Worker::Worker(Params params) : params_(std::move(params)) {}
+
+Worker::~Worker() = default;
+
+int Worker::run() {
+  prepare_process();
+  if (::getppid() == 1) return 0;  // the master died before we got here
+  log::info("Booting worker with pid: {}", ::getpid());
+  if (!load_app()) return control::kExitWorkerBootError;
+  control::send(params_.control_fd, control::Type::ready);
+  start_accepting();
+  asio::co_spawn(io_, send_heartbeats(), log_connection_error);
+  asio::co_spawn(io_, watch_master(), log_connection_error);
+  asio::co_spawn(io_, handle_signals(), log_connection_error);
+  io_.run();
+  log::info("Worker exiting (pid: {})", ::getpid());
+  return 0;
+}
+
+bool Worker::load_app() {
+  if (params_.preloaded_app) {
+    app_ = params_.preloaded_app;
+    return true;
+  }
+  try {
+    app_ = &load_app_entry();
+    return true;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    control::send(params_.control_fd, control::Type::boot_failed, e.what());
+    return false;
+  }
+}
+
+const AppEntry& Worker::load_app_entry() {
+  return tricorn::load_app(config().app_path(), config().app_symbol());
+}
+
+void Worker::start_accepting() {
+  for (const auto& l : params_.listeners) {
+    acceptors_.push_back(std::make_unique<Acceptor>(io_, l));
+    asio::co_spawn(io_, accept_loop(*acceptors_.back()), log_connection_error);
+  }
+}
+
+asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
+  asio::steady_timer pause(io_);
+  for (;;) {
+    auto [ec, socket] = co_await a.acceptor.async_accept(use_nothrow);
+    if (ec == asio::error::operation_aborted || draining_) co_return;
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+        ec == asio::error::no_memory) {
+      // Out of file descriptors: leave the connection queued in the shared socket for
+      // another worker (or for later) instead of spinning.
+      log::error("accept: {}; pausing accepts for 100 ms", ec.message());
+      pause.expires_after(100ms);
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    if (ec) continue;  // the peer reset before we accepted: nothing to do
+    if (!a.info.is_unix) {
+      int one = 1;
+      ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    http1::start_connection(*this, std::move(socket), a.info);
+  }
+}
+
+asio::awaitable<void> Worker::send_heartbeats() {
+  // Sent from inside the loop, so a loop blocked by an app stops the heartbeat and the
+  // master kills the worker at `timeout`.
+  auto interval = std::clamp(seconds(config().timeout / 4), steady_clock::duration(10ms),
+                             steady_clock::duration(1s));
+  asio::steady_timer timer(io_);
+  for (;;) {
+    control::send(params_.control_fd, control::Type::heartbeat);
+    timer.expires_after(interval);
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec) co_return;
+  }
+}
+
+asio::awaitable<void> Worker::watch_master() {
+  asio::posix::stream_descriptor control(io_, ::dup(params_.control_fd));
+  for (;;) {
+    auto [ec] = co_await control.async_wait(asio::posix::stream_descriptor::wait_read, use_nothrow);
+    if (ec == asio::error::operation_aborted) co_return;
+    bool eof = false;
+    while (control::receive(params_.control_fd, eof)) {
+      // The master sends nothing yet; reserved for later commands.
+    }
+    if (eof || ec) {
+      begin_drain("the master is gone");
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> Worker::handle_signals() {
+  asio::signal_set signals(io_, SIGTERM, SIGINT, SIGQUIT);
+  signals.add(SIGUSR1);
+  for (;;) {
+    auto [ec, signo] = co_await signals.async_wait(use_nothrow);
+    if (ec) co_return;
+    switch (signo) {
+      case SIGTERM: begin_drain("SIGTERM"); break;
+      case SIGUSR1: log::reopen(); break;
+      default:  // INT, QUIT: fast stop
+        log::info("Worker exiting at once on signal {} (pid: {})", signo, ::getpid());
+        io_.stop();
+        co_return;
+    }
+  }
+}
+
+void Worker::begin_drain(std::string_view why) {
+  if (draining_) return;
+  draining_ = true;
+  log::info("Worker draining ({}), {} connection(s) open (pid: {})", why, connection_count_,
+            ::getpid());
+  for (auto& a : acceptors_) {
+    boost::system::error_code ignored;
+    a->acceptor.close(ignored);
+  }
+  for (Connection* c = connections_; c;) {
+    Connection* next = c->next_;  // on_drain may untrack c
+    c->on_drain();
+    c = next;
+  }
+  drain_deadline_.expires_after(seconds(config().graceful_timeout));
+  drain_deadline_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    log::warning("Graceful timeout: closing {} connection(s) (pid: {})", connection_count_,
+                 ::getpid());
+    io_.stop();
+  });
+  stop_if_drained();
+}
+
+void Worker::stop_if_drained() {
+  if (draining_ && connection_count_ == 0) io_.stop();
+}
+
+void Worker::track(Connection* c) {
+  c->next_ = connections_;
+  if (connections_) connections_->prev_ = c;
+  connections_ = c;
+  ++connection_count_;
+}
+
+void Worker::untrack(Connection* c) {
+  if (c->prev_)
+    c->prev_->next_ = c->next_;
+  else
+    connections_ = c->next_;
+  if (c->next_) c->next_->prev_ = c->prev_;
+  c->prev_ = c->next_ = nullptr;
+  --connection_count_;
+  stop_if_drained();
+}
+
+void Worker::on_request_done() {
+  ++requests_served_;
+  if (params_.max_requests > 0 && !recycle_requested_ &&
+      requests_served_ >= static_cast<std::uint64_t>(params_.max_requests)) {
+    recycle_requested_ = true;
+    log::info("Autorestarting worker after {} requests (pid: {})", requests_served_, ::getpid());
+    control::send(params_.control_fd, control::Type::recycle);
+  }
+}
+
+std::string_view Worker::http_date() {
+  std::time_t now = std::time(nullptr);
+  if (now != date_second_) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    date_len_ = std::strftime(date_, sizeof date_, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    date_second_ = now;
+  }
+  return {date_, date_len_};
+}
+
+}  // namespace tricorn::worker

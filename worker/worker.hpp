@@ -1,0 +1,91 @@
+// One worker process: an io_context on one thread, created after the fork, that accepts
+// on the inherited listening sockets and runs one coroutine per connection.
+#pragma once
+
+#include "common/listener.hpp"
+#include "config/config.hpp"
+
+#include <tricorn/app.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+namespace tricorn::worker {
+
+// What a connection offers the worker: it can be told that the worker is draining.
+// Connections link themselves into the worker's list for their lifetime.
+class Connection {
+ public:
+  virtual void on_drain() = 0;
+
+ protected:
+  ~Connection() = default;
+
+ private:
+  friend class Worker;
+  Connection* prev_ = nullptr;
+  Connection* next_ = nullptr;
+};
+
+struct Params {
+  const config::Config* config;
+  std::vector<Listener> listeners;
+  int control_fd;
+  unsigned generation;
+  const AppEntry* preloaded_app;  // null unless preload_app
+  int max_requests;               // 0: no recycling; jitter already applied
+};
+
+class Worker {
+ public:
+  explicit Worker(Params params);
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker();
+
+  int run();  // the process's exit code
+
+  // --- for connections ---
+  const config::Config& config() const { return *params_.config; }
+  const AppEntry& app() const { return *app_; }
+  const std::shared_ptr<std::any>& state() const { return state_; }
+  bool draining() const { return draining_; }
+  std::string_view http_date();  // IMF-fixdate, cached per second
+  void track(Connection* c);
+  void untrack(Connection* c);
+  void on_request_done();
+
+ private:
+  struct Acceptor;
+  bool load_app();
+  const AppEntry& load_app_entry();
+  void start_accepting();
+  asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  asio::awaitable<void> send_heartbeats();
+  asio::awaitable<void> watch_master();
+  asio::awaitable<void> handle_signals();
+  void begin_drain(std::string_view why);
+  void stop_if_drained();
+
+  Params params_;
+  asio::io_context io_{1};
+  const AppEntry* app_ = nullptr;
+  std::shared_ptr<std::any> state_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  Connection* connections_ = nullptr;
+  size_t connection_count_ = 0;
+  bool draining_ = false;
+  bool recycle_requested_ = false;
+  std::uint64_t requests_served_ = 0;
+  asio::steady_timer drain_deadline_{io_};
+  std::time_t date_second_ = 0;
+  char date_[40] = {};
+  size_t date_len_ = 0;
+};
+
+}  // namespace tricorn::worker
