@@ -99,7 +99,7 @@ asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
     int status = query_int(scope.query_string, "code", 200);
     co_await send(HttpResponseStart{status, {}});
     co_await send(HttpResponseBody{status == 204 || status == 304 ? "" : "status"});
-  } else if (path == "/scope") {
+  } else if (path.starts_with("/scope")) {
     std::string out;
     out += "method=" + std::string(scope.method) + "\n";
     out += "http_version=" + std::string(scope.http_version) + "\n";

@@ -222,6 +222,7 @@ class Http1Connection final : public worker::Connection,
   std::optional<std::uint64_t> app_content_length_;
   std::uint64_t body_bytes_sent_ = 0;
   Clock::time_point request_start_;
+  Clock::time_point head_started_ = Clock::now();
   std::string head_out_;  // the response head until its framing is known
   std::string out_;       // bytes waiting to be written
 };
@@ -280,6 +281,7 @@ asio::awaitable<bool> Http1Connection::read_request() {
       if (timed_out_ && !idle) co_await respond_error(408, "request head not received in time");
       co_return false;
     }
+    if (idle && requests_ > 0) head_started_ = Clock::now();
   }
 }
 
@@ -426,10 +428,10 @@ void Http1Connection::set_deadline(Wait wait) {
       break;
     }
     case Wait::head:
-      // One deadline for the whole head, counted from its first byte: a client sending
-      // a byte at a time gains nothing.
-      if (scan_.pos == 0 || deadline_ == Clock::time_point::max())
-        deadline_ = now + seconds(c.header_timeout);
+      // One deadline for the whole head, counted from its first byte (from the accept
+      // for a connection's first request): a client sending a byte at a time gains
+      // nothing.
+      deadline_ = head_started_ + seconds(c.header_timeout);
       break;
     case Wait::body: deadline_ = now + seconds(c.body_timeout); break;
     case Wait::send: deadline_ = now + seconds(c.send_timeout); break;
@@ -678,7 +680,10 @@ void Http1Connection::start_response(const HttpResponseStart& start) {
 }
 
 void Http1Connection::commit_head(std::string_view first_body, bool more_body) {
-  if (worker_.draining()) keep_alive_ = false;
+  // A client waiting for 100 Continue will not send the body now that the final
+  // response has begun, so the connection cannot carry another request.
+  if (worker_.draining() || (head_.expect_continue && !continue_sent_ && !body_done_))
+    keep_alive_ = false;
   if (no_body_status_) {
     framing_ = Framing::none;
   } else if (app_content_length_) {

@@ -1,0 +1,286 @@
+"""HTTP/1.1 behaviour of a worker, with curl and raw sockets."""
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, parse_responses, raw_exchange
+
+CORPUS = ROOT / "tests" / "data" / "requests"
+
+
+def curl(*args):
+    r = subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout
+
+
+def test_hello_has_date_server_and_length(server):
+    out = curl("-i", server.url + "/")
+    head, body = out.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    headers = dict(l.lower().split(": ", 1) for l in lines[1:])
+    assert headers["content-length"] == "13"
+    assert headers["server"] == "tricorn"
+    assert headers["date"].endswith(" gmt")
+    assert body == b"Hello, World!"
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        pids = set()
+        for _ in range(5):
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in data:
+                data += s.recv(4096)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+            while len(body) < length:
+                body += s.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"connection: close" not in head.lower()
+            pids.add(body)
+        assert len(pids) == 1
+
+
+def test_pipelined_requests_answered_in_order(server):
+    reqs = b"".join(
+        f"GET /scope?n={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(10))
+    reqs += b"GET /?last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data, closed = raw_exchange(server.port, reqs)
+    assert closed
+    responses = parse_responses(data)
+    assert [r[0] for r in responses] == [200] * 11
+    for i, (_, _, body) in enumerate(responses[:10]):
+        assert f"query_string=n={i}\n".encode() in body
+    assert responses[10][1]["connection"] == "close"
+
+
+def test_chunked_request_body_reaches_the_app(server):
+    data, _ = raw_exchange(server.port,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
+    [(status, headers, body)] = parse_responses(data)
+    assert status == 200
+    assert body == b"hello world"
+
+
+def test_chunked_request_with_curl(server):
+    out = subprocess.run(
+        ["curl", "-sS", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-",
+         server.url + "/length"], input=b"x" * 100000, capture_output=True, timeout=30).stdout
+    assert out == b"100000"
+
+
+def test_chunked_streamed_response(server):
+    data, _ = raw_exchange(server.port, b"GET /chunks?n=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = data.split(b"\r\n\r\n")[0].lower()
+    assert b"transfer-encoding: chunked" in head
+    assert b"content-length" not in head
+    [(status, _, body)] = parse_responses(data)
+    assert body == b"piece;" * 4 + b"end"
+
+
+def test_http10_gets_a_length_and_a_close(server):
+    data, closed = raw_exchange(server.port, b"GET /chunks HTTP/1.0\r\n\r\n")
+    assert closed
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"piece;" * 3 + b"end"
+
+
+def test_expect_100_continue(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = s.recv(4096)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        data = b""
+        while not data.endswith(b"hello"):
+            data += s.recv(4096)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_expect_100_continue_not_sent_when_the_app_ignores_the_body(server):
+    data, closed = raw_exchange(
+        server.port,
+        b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert not data.startswith(b"HTTP/1.1 100")
+    [(status, headers, body)] = parse_responses(data)
+    assert (status, body) == (200, b"ignored")
+    assert headers["connection"] == "close"  # the body was never asked for
+    assert closed
+
+
+def test_curl_expect_100_continue_upload(server):
+    out = subprocess.run(
+        ["curl", "-sS", "-H", "Expect: 100-continue", "--data-binary", "@-", server.url + "/length"],
+        input=b"y" * 2_000_000, capture_output=True, timeout=30).stdout
+    assert out == b"2000000"
+
+
+def test_head_has_headers_but_no_body(server):
+    data, closed = raw_exchange(server.port,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"content-length: 13" in head.lower()
+    assert rest.startswith(b"HTTP/1.1 200 OK")  # no body bytes in between
+    assert rest.endswith(b"Hello, World!")
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_statuses_have_no_framing(server, code):
+    data, _ = raw_exchange(server.port,
+        f"GET /status?code={code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {code} ".encode())
+    assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+    assert rest == b""
+
+
+def test_scope_fields(server):
+    body = curl(server.url + "/scope/a%20b/c?x=%20&y=2", "-H", "X-Custom: Value").decode()
+    assert "method=GET\n" in body
+    assert "http_version=1.1\n" in body
+    assert "path=/scope/a b/c\n" in body
+    assert "raw_path=/scope/a%20b/c\n" in body
+    assert "query_string=x=%20&y=2\n" in body
+    assert "scheme=http\n" in body
+    assert f"server=127.0.0.1:{server.port}\n" in body
+    assert "client=127.0.0.1:" in body
+    assert "header=x-custom: Value\n" in body
+
+
+@pytest.mark.parametrize("path,expected_log", [
+    ("/throw", "the app failed on purpose"),
+    ("/none", "the app returned without a response"),
+    ("/body-first", "http.response.body sent before http.response.start"),
+    ("/two-starts", "http.response.start sent twice"),
+])
+def test_app_errors_give_500_and_the_worker_keeps_serving(server, path, expected_log):
+    data, closed = raw_exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    [(status, headers, body)] = parse_responses(data)
+    assert status == 500
+    assert headers["connection"] == "close"
+    assert closed
+    server.wait_log(f"Error handling request GET {path}: {expected_log}")
+    assert curl(server.url + "/") == b"Hello, World!"
+
+
+def test_app_error_after_the_response_started_closes_the_connection(server):
+    data, closed = raw_exchange(server.port, b"GET /throw-after-start HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert closed
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"7\r\npartial\r\n"  # no final chunk: the client can tell it is cut
+    server.wait_log("Error handling request GET /throw-after-start: failed mid-response")
+    assert curl(server.url + "/") == b"Hello, World!"
+
+
+def test_limits_answer_like_gunicorn(start_server):
+    s = start_server("--limit-request-line", "100", "--limit-request-fields", "5",
+                     "--limit-request-field_size", "200")
+    cases = [
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(6)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 300 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n", 501),
+        (b"GARBAGE\r\n\r\n", 400),
+    ]
+    for request, status in cases:
+        data, closed = raw_exchange(s.port, request)
+        assert data.startswith(f"HTTP/1.1 {status} ".encode()), (request[:60], data[:80])
+        assert b"connection: close" in data.lower()
+        assert closed
+
+
+def invalid_corpus():
+    return sorted(p.name for p in (CORPUS / "invalid").iterdir())
+
+
+@pytest.mark.parametrize("name", invalid_corpus())
+def test_invalid_requests_are_rejected_and_nothing_behind_them_is_answered(server, name):
+    status = int(name[:3])
+    request = (CORPUS / "invalid" / name).read_bytes()
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    data, closed = raw_exchange(server.port, request + smuggled)
+    assert data.startswith(f"HTTP/1.1 {status} ".encode()), data[:100]
+    assert closed
+    responses = parse_responses(data)
+    assert len(responses) == 1  # the smuggled request got no answer
+    assert b"smuggled" not in data
+
+
+def test_header_timeout_answers_408(start_server):
+    s = start_server("--header-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        start = time.monotonic()
+        data = b""
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            data += b
+        assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert 0.4 < time.monotonic() - start < 4
+
+
+def test_slowloris_trickle_does_not_extend_the_header_deadline(start_server):
+    s = start_server("--header-timeout", "1")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        start = time.monotonic()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        closed_at = None
+        for byte in request:
+            try:
+                c.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            c.settimeout(0.1)
+            try:
+                if c.recv(4096, socket.MSG_PEEK):
+                    break
+            except socket.timeout:
+                pass
+        c.settimeout(5)
+        data = c.recv(4096)
+        assert data.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < 4
+
+
+def test_idle_keep_alive_connection_is_closed_after_keepalive(start_server):
+    s = start_server("--keep-alive", "0.5")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"Hello, World!"):
+            data += c.recv(4096)
+        start = time.monotonic()
+        assert c.recv(4096) == b""  # closed by the server, not reset
+        assert 0.3 < time.monotonic() - start < 4
+
+
+def test_large_streamed_echo_round_trips(server):
+    payload = bytes(range(256)) * 40000  # 10 MB
+    out = subprocess.run(["curl", "-sS", "--data-binary", "@-", "-H", "Content-Type: application/x-test",
+                          server.url + "/echo"],
+                         input=payload, capture_output=True, timeout=60).stdout
+    assert out == payload
+
+
+def test_unix_socket_bind(start_server, tmpdir_path):
+    path = f"{tmpdir_path}/t.sock"
+    s = start_server("-b", f"unix:{path}")
+    out = curl("--unix-socket", path, "http://localhost/scope").decode()
+    assert "path=/scope\n" in out
+    assert "client=:0\n" in out
