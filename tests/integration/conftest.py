@@ -77,6 +77,7 @@ class Notifications:
 
 class Server:
     def __init__(self, tmp, args, config=None, env=None, app=None, wait_ready=True):
+        tmp = tempfile.mkdtemp(dir=tmp)  # several servers may share a test's directory
         self.tmp = tmp
         self.log_path = os.path.join(tmp, "error.log")
         self.notify = Notifications(tmp)
