@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/build.sh
-build=${TRICORN_BUILD:-build}
+build=$(realpath -m "${TRICORN_BUILD:-build}")
 echo "== unit tests"
 "$build/unit_tests"
 echo "== integration tests"

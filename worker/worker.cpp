@@ -127,7 +127,9 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
   asio::steady_timer pause(io_);
   for (;;) {
     auto [ec, socket] = co_await a.acceptor.async_accept(use_nothrow);
-    if (ec == asio::error::operation_aborted || draining_) co_return;
+    // A connection accepted as the drain began is still served (its response will
+    // carry Connection: close): dropping it would reset a request.
+    if (ec == asio::error::operation_aborted) co_return;
     if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
         ec == asio::error::no_memory) {
       // Out of file descriptors: leave the connection queued in the shared socket for
@@ -143,6 +145,7 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     http1::start_connection(*this, std::move(socket), a.info);
+    if (draining_) co_return;
   }
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("TRICORN_BUILD", ROOT / "build"))
+BUILD = Path(os.environ.get("TRICORN_BUILD", ROOT / "build")).resolve()
 TRICORN = BUILD / "tricorn"
 TESTAPP = BUILD / "libtestapp.so"
 DEADLINE = 15.0  # seconds any single wait may take before the test fails
