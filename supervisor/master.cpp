@@ -59,6 +59,38 @@ void write_pidfile(const std::string& path) {
   std::ofstream(path) << ::getpid() << "\n";
 }
 
+// Removes the pidfile only if it is still ours: after a binary upgrade the new master
+// has written its own.
+void remove_pidfile(const std::string& path) {
+  if (path.empty()) return;
+  std::ifstream in(path);
+  pid_t pid = 0;
+  if (in >> pid && pid == ::getpid()) ::unlink(path.c_str());
+}
+
+std::string env_get(const std::vector<std::string>& env, std::string_view name) {
+  for (const auto& e : env)
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
+      return e.substr(name.size() + 1);
+  return {};
+}
+
+// Variables that describe this master's own inheritance; neither the workers nor a
+// later upgrade may see them.
+constexpr std::string_view kPrivateEnv[] = {
+    "TRICORN_LISTENERS", "TRICORN_SOCKET_ACTIVATED", "TRICORN_UPGRADE_FD", "LISTEN_FDS",
+    "LISTEN_PID",        "LISTEN_FDNAMES",           "WATCHDOG_PID"};
+
+std::vector<std::string> without_private_env(const std::vector<std::string>& env) {
+  std::vector<std::string> out;
+  for (const auto& e : env) {
+    auto name = std::string_view(e).substr(0, e.find('='));
+    if (std::find(std::begin(kPrivateEnv), std::end(kPrivateEnv), name) == std::end(kPrivateEnv))
+      out.push_back(e);
+  }
+  return out;
+}
+
 }  // namespace
 
 Master::Master(config::Config config, std::vector<std::string> args,
@@ -67,10 +99,17 @@ Master::Master(config::Config config, std::vector<std::string> args,
       args_(std::move(args)),
       environ_(std::move(environ)),
       target_workers_(static_cast<size_t>(current_.config.workers)),
-      rng_state_(static_cast<std::uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull) {}
+      rng_state_(static_cast<std::uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull) {
+  // Read now: once the binary is replaced on disk, /proc/self/exe says "(deleted)",
+  // and USR2 must start what is at this path then.
+  char path[4096];
+  ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+  exe_path_ = n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("tricorn");
+}
 
 Master::~Master() {
-  for (auto& l : listeners_) close_listener(l, true);
+  // After a hand-over the new master serves on the same unix socket paths.
+  for (auto& l : listeners_) close_listener(l, !handed_over_);
   for (auto& l : retired_listeners_) close_listener(l, true);
   for (int fd : signal_pipe_)
     if (fd >= 0) ::close(fd);
@@ -79,7 +118,7 @@ Master::~Master() {
 int Master::run() {
   const auto& config = current_.config;
   try {
-    for (const auto& bind : config.bind) listeners_.push_back(open_listener(bind, config.backlog));
+    listeners_ = acquire_listeners();
   } catch (const std::exception& e) {
     log::critical("{}", e.what());
     return 1;
@@ -94,6 +133,7 @@ int Master::run() {
   }
   install_signal_handlers();
   write_pidfile(config.pidfile);
+  if (sd_watchdog_enabled(1, &watchdog_usec_) <= 0) watchdog_usec_ = 0;
   log::info("Starting tricorn {}", TRICORN_VERSION);
   for (const auto& l : listeners_) log::info("Listening at: http://{} ({})", l.name(), ::getpid());
   log::info("Using app: {}", config.app);
@@ -108,9 +148,10 @@ int Master::run() {
     reap_workers();
     murder_workers();
     manage_workers();
+    send_watchdog();
   }
-  sd_notify(0, "STATUS=stopped");
-  if (!current_.config.pidfile.empty()) ::unlink(current_.config.pidfile.c_str());
+  if (!handed_over_) sd_notify(0, "STATUS=stopped");
+  remove_pidfile(handed_over_ ? current_.config.pidfile + ".oldbin" : current_.config.pidfile);
   log::info("Shutting down: Master");
   if (!boot_failure_.empty()) log::critical("{}", boot_failure_);
   return exit_code_;
@@ -140,9 +181,11 @@ void Master::install_signal_handlers() {
 void Master::wait_for_events() {
   std::vector<pollfd> fds;
   fds.push_back({signal_pipe_[0], POLLIN, 0});
+  fds.push_back({upgrade_ ? upgrade_->ready_fd : -1, POLLIN, 0});
   for (const auto& s : slots_) fds.push_back({s.control_fd, POLLIN, 0});
   int n = ::poll(fds.data(), fds.size(), static_cast<int>(kTick / 1ms));
   if (n <= 0) return;
+  if (fds[1].revents && upgrade_) read_upgrade_pipe();
   if (fds[0].revents & POLLIN) {
     unsigned char buf[64];
     ssize_t r;
@@ -150,9 +193,9 @@ void Master::wait_for_events() {
       for (ssize_t i = 0; i < r; ++i)
         if (buf[i] != SIGCHLD) pending_signals_.push_back(buf[i]);
   }
-  // Slots may have been added since fds was built only by this function; indexes match.
-  for (size_t i = 1; i < fds.size(); ++i)
-    if (fds[i].revents) read_control(slots_[i - 1]);
+  // Only this function changes slots_ between building fds and here: indexes match.
+  for (size_t i = 2; i < fds.size(); ++i)
+    if (fds[i].revents) read_control(slots_[i - 2]);
 }
 
 void Master::read_control(Slot& slot) {
@@ -202,6 +245,16 @@ void Master::handle_signal(int signo) {
       log::reopen();
       signal_all(SIGUSR1);
       break;
+    case SIGUSR2:
+      log::info("Handling signal: usr2; starting a new master from {}", exe_path_);
+      start_upgrade();
+      break;
+    case SIGWINCH:
+      // nginx's use: retire every worker, keep the master and its sockets; HUP or TTIN
+      // brings workers back.
+      log::info("Handling signal: winch; retiring all workers");
+      target_workers_ = 0;
+      break;
     default: log::warning("Ignoring signal {}", signo); break;
   }
 }
@@ -212,6 +265,7 @@ void Master::handle_signal(int signo) {
 // boot within `timeout`, or that did not drain within `graceful_timeout`.
 void Master::murder_workers() {
   auto now = Clock::now();
+  if (upgrade_ && now > upgrade_->deadline) abandon_upgrade("the new master was not ready in time");
   for (auto& s : slots_) {
     if (s.abort_sent_at) {
       if (now - *s.abort_sent_at > kAbortGrace) ::kill(s.pid, SIGKILL);
@@ -242,6 +296,10 @@ void Master::reap_workers() {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid <= 0) return;
+    if (upgrade_ && pid == upgrade_->pid) {
+      abandon_upgrade("the new master " + describe_exit(status));
+      continue;
+    }
     auto it =
         std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
     if (it == slots_.end()) continue;
@@ -313,7 +371,10 @@ void Master::manage_workers() {
   if (!notified_ready_) {
     notified_ready_ = true;
     ever_ready_ = true;
-    sd_notify(0, "READY=1");
+    if (old_master_fd_ >= 0)
+      tell_old_master_ready();
+    else
+      sd_notify(0, "READY=1");
   }
   notify_status();
 }
@@ -485,14 +546,206 @@ void Master::close_unused_listeners() {
 
 void Master::stop(bool graceful) {
   if (phase_ == Phase::stopping && graceful) return;
+  if (upgrade_) abandon_upgrade("this master is stopping");
   phase_ = Phase::stopping;
-  sd_notify(0, "STOPPING=1");
+  if (!handed_over_) sd_notify(0, "STOPPING=1");
   stop_deadline_ = Clock::now() + (graceful ? seconds(current_.config.graceful_timeout) : 1s);
   for (auto& s : slots_) {
     s.state = SlotState::draining;
     s.kill_at = stop_deadline_;
     ::kill(s.pid, graceful ? SIGTERM : SIGQUIT);
   }
+}
+
+// --- listening sockets ----------------------------------------------------------------
+
+std::vector<Listener> Master::acquire_listeners() {
+  const auto& config = current_.config;
+  std::string inherited = env_get(environ_, "TRICORN_LISTENERS");
+  std::string upgrade_fd = env_get(environ_, "TRICORN_UPGRADE_FD");
+  if (!upgrade_fd.empty()) old_master_fd_ = std::stoi(upgrade_fd);
+  std::vector<Listener> out;
+  if (!inherited.empty()) {
+    socket_activated_ = env_get(environ_, "TRICORN_SOCKET_ACTIVATED") == "1";
+    auto adopted = adopt_inherited(inherited);
+    for (auto& l : adopted) ::fcntl(l.fd, F_SETFD, FD_CLOEXEC);
+    if (socket_activated_)
+      out = std::move(adopted);
+    else {
+      // Keep inherited sockets the config still names; open new binds; close the rest.
+      for (const auto& bind : config.bind) {
+        auto it = std::find_if(adopted.begin(), adopted.end(),
+                               [&](const Listener& l) { return l.bind == bind; });
+        if (it != adopted.end())
+          out.push_back(*it), adopted.erase(it);
+        else
+          out.push_back(open_listener(bind, config.backlog));
+      }
+      for (auto& l : adopted) close_listener(l, false);
+    }
+  } else {
+    char** names = nullptr;
+    int n = sd_listen_fds_with_names(1, &names);
+    if (n > 0) {
+      socket_activated_ = true;
+      for (int i = 0; i < n; ++i) {
+        int fd = SD_LISTEN_FDS_START + i;
+        Listener l = open_listener(fmt::format("fd://{}", fd), config.backlog);
+        if (names && names[i] && std::strcmp(names[i], "unknown") != 0)
+          l.bind = fmt::format("fd://{}", fd);
+        out.push_back(std::move(l));
+      }
+      if (names) {
+        for (int i = 0; i < n; ++i) std::free(names[i]);
+        std::free(names);
+      }
+      log::info("Using {} socket(s) from systemd; the bind setting is ignored", n);
+    } else {
+      for (const auto& bind : config.bind) out.push_back(open_listener(bind, config.backlog));
+    }
+  }
+  for (auto name : kPrivateEnv) ::unsetenv(std::string(name).c_str());
+  return out;
+}
+
+// TRICORN_LISTENERS is "FD,BIND;FD,BIND;...", written by the previous master.
+std::vector<Listener> Master::adopt_inherited(const std::string& spec) {
+  std::vector<Listener> out;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    auto end = spec.find(';', pos);
+    auto item = spec.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    pos = end == std::string::npos ? spec.size() : end + 1;
+    auto comma = item.find(',');
+    if (comma == std::string::npos) continue;
+    Listener l = open_listener("fd://" + item.substr(0, comma), 0);
+    l.bind = item.substr(comma + 1);
+    if (l.bind.starts_with("unix:")) l.unix_path = l.bind.substr(5);
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// --- binary upgrade (USR2) ------------------------------------------------------------
+
+void Master::start_upgrade() {
+  if (upgrade_ || handed_over_ || phase_ != Phase::running) {
+    log::warning("USR2 ignored: {}",
+                 upgrade_ ? "an upgrade is already in progress" : "this master is stopping");
+    return;
+  }
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) < 0) {
+    log::error("Upgrade failed: pipe: {}", std::strerror(errno));
+    return;
+  }
+  auto env = without_private_env(environ_);
+  std::string spec;
+  for (const auto& l : listeners_) spec += fmt::format("{},{};", l.fd, l.bind);
+  env.push_back("TRICORN_LISTENERS=" + spec);
+  if (socket_activated_) env.push_back("TRICORN_SOCKET_ACTIVATED=1");
+  env.push_back(fmt::format("TRICORN_UPGRADE_FD={}", pipefd[1]));
+
+  const auto& pidfile = current_.config.pidfile;
+  if (!pidfile.empty()) ::rename(pidfile.c_str(), (pidfile + ".oldbin").c_str());
+  sigset_t all, previous;
+  sigfillset(&all);
+  ::sigprocmask(SIG_BLOCK, &all, &previous);
+  pid_t pid = ::fork();
+  if (pid == 0) exec_new_master(env, pipefd[1]);
+  ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+  ::close(pipefd[1]);
+  if (pid < 0) {
+    ::close(pipefd[0]);
+    if (!pidfile.empty()) ::rename((pidfile + ".oldbin").c_str(), pidfile.c_str());
+    log::error("Upgrade failed: fork: {}", std::strerror(errno));
+    return;
+  }
+  auto deadline = Clock::now() + seconds(std::max(60.0, 2 * current_.config.timeout));
+  upgrade_ = Upgrade{pid, pipefd[0], deadline};
+  log::info("Upgrade: started {} as pid {}", exe_path_, pid);
+}
+
+// In the child: the listening sockets and the ready pipe survive exec; nothing else of
+// the master's does (every other descriptor is close-on-exec).
+void Master::exec_new_master(const std::vector<std::string>& env, int ready_fd) {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int s : kHandledSignals) ::sigaction(s, &dfl, nullptr);
+  for (const auto& l : listeners_) ::fcntl(l.fd, F_SETFD, 0);
+  ::fcntl(ready_fd, F_SETFD, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  std::vector<char*> argv{const_cast<char*>(exe_path_.c_str())};
+  for (const auto& a : args_) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  ::execve(exe_path_.c_str(), argv.data(), envp.data());
+  log::error("Upgrade failed: cannot execute {}: {}", exe_path_, std::strerror(errno));
+  ::_exit(127);
+}
+
+void Master::read_upgrade_pipe() {
+  char buf[16];
+  ssize_t n = ::read(upgrade_->ready_fd, buf, sizeof buf);
+  if (n > 0 && std::string_view(buf, static_cast<size_t>(n)).starts_with("ready")) {
+    finish_upgrade();
+  } else if (n == 0) {
+    // The new master is exiting; reaping it will say how. The deadline still holds if
+    // it closed the pipe and went on running.
+    ::close(upgrade_->ready_fd);
+    upgrade_->ready_fd = -1;
+  }
+}
+
+// The new master serves: retire this master's workers and leave, without telling
+// systemd we stop (the new master has sent MAINPID=).
+void Master::finish_upgrade() {
+  log::info("Upgrade complete: new master {} is ready; retiring this master's workers",
+            upgrade_->pid);
+  ::close(upgrade_->ready_fd);
+  upgrade_.reset();
+  handed_over_ = true;
+  phase_ = Phase::stopping;
+  auto deadline = Clock::now() + seconds(current_.config.graceful_timeout);
+  for (auto& s : slots_)
+    if (s.state != SlotState::draining) {
+      s.state = SlotState::draining;
+      s.kill_at = deadline;
+      ::kill(s.pid, SIGTERM);
+    }
+}
+
+void Master::abandon_upgrade(const std::string& why) {
+  log::error("Upgrade failed, this master keeps serving: {}", why);
+  ::kill(upgrade_->pid, SIGQUIT);
+  if (upgrade_->ready_fd >= 0) ::close(upgrade_->ready_fd);
+  upgrade_.reset();
+  const auto& pidfile = current_.config.pidfile;
+  if (!pidfile.empty()) {
+    ::rename((pidfile + ".oldbin").c_str(), pidfile.c_str());
+    write_pidfile(pidfile);
+  }
+}
+
+// We are the new master of an upgrade: once our workers are ready, say so.
+void Master::tell_old_master_ready() {
+  if (old_master_fd_ < 0) return;
+  [[maybe_unused]] auto n = ::write(old_master_fd_, "ready", 5);
+  ::close(old_master_fd_);
+  old_master_fd_ = -1;
+  sd_notifyf(0, "MAINPID=%d\nREADY=1", static_cast<int>(::getpid()));
+}
+
+void Master::send_watchdog() {
+  if (!watchdog_usec_) return;
+  auto now = Clock::now();
+  if (now - last_watchdog_ < std::chrono::microseconds(watchdog_usec_ / 2)) return;
+  last_watchdog_ = now;
+  sd_notify(0, "WATCHDOG=1");
 }
 
 void Master::notify_status() {

@@ -53,6 +53,17 @@ class Master {
     config::Config config;
   };
 
+  // A binary upgrade in progress: the new master, a child of this one.
+  struct Upgrade {
+    pid_t pid = 0;
+    int ready_fd = -1;  // the new master writes "ready" here
+    Clock::time_point deadline;
+  };
+
+  // Listening sockets: inherited from a previous master, passed by systemd, or bound.
+  std::vector<Listener> acquire_listeners();
+  std::vector<Listener> adopt_inherited(const std::string& spec);
+
   // Events and the loop.
   void install_signal_handlers();
   void wait_for_events();
@@ -71,6 +82,13 @@ class Master {
   void signal_all(int signo);
   void reload();
   void rollback_reload(const std::string& why);
+  void start_upgrade();
+  [[noreturn]] void exec_new_master(const std::vector<std::string>& env, int ready_fd);
+  void read_upgrade_pipe();
+  void finish_upgrade();
+  void abandon_upgrade(const std::string& why);
+  void tell_old_master_ready();
+  void send_watchdog();
   void stop(bool graceful);
   void on_worker_exit(Slot& slot, int status);
   void close_unused_listeners();
@@ -103,6 +121,13 @@ class Master {
   std::deque<int> pending_signals_;
   std::uint64_t rng_state_;
   std::string last_status_;
+  std::string exe_path_;           // this binary's path at start, for USR2
+  bool socket_activated_ = false;  // listeners came from systemd: binds are ignored
+  std::optional<Upgrade> upgrade_;
+  bool handed_over_ = false;  // a new master took over; this one is leaving
+  int old_master_fd_ = -1;    // we are the new master: "ready" goes here
+  std::uint64_t watchdog_usec_ = 0;
+  Clock::time_point last_watchdog_;
 };
 
 }  // namespace tricorn::supervisor

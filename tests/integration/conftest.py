@@ -76,13 +76,14 @@ class Notifications:
 
 
 class Server:
-    def __init__(self, tmp, args, config=None, env=None, app=None, wait_ready=True):
+    def __init__(self, tmp, args, config=None, env=None, app=None, wait_ready=True,
+                 executable=None, popen=None):
         tmp = tempfile.mkdtemp(dir=tmp)  # several servers may share a test's directory
         self.tmp = tmp
         self.log_path = os.path.join(tmp, "error.log")
         self.notify = Notifications(tmp)
         self.config_path = None
-        cmd = [str(TRICORN), "--error-logfile", self.log_path]
+        cmd = [str(executable or TRICORN), "--error-logfile", self.log_path]
         if config is not None:
             self.config_path = os.path.join(tmp, "tricorn.yaml")
             Path(self.config_path).write_text(config)
@@ -97,7 +98,8 @@ class Server:
         full_env.pop("WEB_CONCURRENCY", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, cwd=tmp)
+                                     stderr=subprocess.PIPE, cwd=tmp, **(popen or {}))
+        self.master_pid = self.proc.pid  # changes after a binary upgrade
         self.port = None
         if wait_ready:
             self.wait_ready()
@@ -125,8 +127,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self):
+        pid = self.master_pid
         try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
         except FileNotFoundError:
             return []
         return sorted(int(p) for p in text.split())
@@ -137,9 +140,16 @@ class Server:
             what=f"{count} workers")
 
     def signal(self, signo):
-        os.kill(self.proc.pid, signo)
+        os.kill(self.master_pid, signo)
 
     def stop(self):
+        if self.master_pid != self.proc.pid and alive(self.master_pid):
+            # A master started by a binary upgrade is not our child: stop it by pid.
+            os.kill(self.master_pid, signal.SIGINT)
+            try:
+                wait_until(lambda: not alive(self.master_pid), 10, "the upgraded master to exit")
+            except AssertionError:
+                os.kill(self.master_pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -148,6 +158,14 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.notify.close()
+
+
+def alive(pid):
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 @pytest.fixture
@@ -173,6 +191,30 @@ def start_server(tmpdir_path):
 @pytest.fixture
 def server(start_server):
     return start_server("-w", "1")
+
+
+class Load:
+    """wrk keep-alive load against a server for a fixed time, started in the background.
+    Bounded: `seconds` long, 127.0.0.1 only."""
+
+    def __init__(self, url, seconds, connections=32, threads=2):
+        self.proc = subprocess.Popen(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", url],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.seconds = seconds
+
+    def result(self):
+        out, _ = self.proc.communicate(timeout=self.seconds + 30)
+        m = re.search(r"(\d+) requests in", out)
+        assert m, out
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return {
+            "requests": int(m.group(1)),
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "output": out,
+        }
 
 
 def raw_exchange(port, data, read_timeout=5.0, shutdown=False):

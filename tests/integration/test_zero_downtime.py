@@ -1,0 +1,213 @@
+"""Reloads, upgrades, scaling and recycling under keep-alive load: zero failed requests.
+
+Each test runs wrk (32 keep-alive connections, 127.0.0.1, a fixed number of seconds)
+while the master is signalled, then asserts the exact count of socket errors and
+non-2xx responses: zero.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import http.client
+from pathlib import Path
+
+from conftest import BUILD, TESTAPP, TRICORN, Load, Notifications, alive, wait_until
+
+
+def assert_no_failures(load):
+    r = load.result()
+    assert r["requests"] > 1000, r["output"]
+    assert (r["socket_errors"], r["non_2xx"]) == (0, 0), r["output"]
+    return r
+
+
+def test_twenty_hups_one_per_second(start_server):
+    s = start_server("-w", "2")
+    load = Load(s.url + "/", 23)
+    for i in range(20):
+        time.sleep(1)  # the pace of the test (one HUP a second), not a synchronisation
+        s.signal(signal.SIGHUP)
+        s.notify.wait_for("READY=1")
+    assert_no_failures(load)
+    assert s.log().count("Reload complete") == 20
+
+
+def test_three_binary_upgrades(start_server, tmpdir_path):
+    pidfile = Path(tmpdir_path, "tricorn.pid")
+    s = start_server("-w", "2", "--pid", str(pidfile))
+    load = Load(s.url + "/", 12)
+    for i in range(3):
+        time.sleep(1)
+        old = s.master_pid
+        s.signal(signal.SIGUSR2)
+        msg = s.notify.wait_for("READY=1")
+        new = int(re.search(r"MAINPID=(\d+)", msg).group(1))
+        assert new != old
+        s.master_pid = new
+        wait_until(lambda: not alive(old), what="the old master to leave")
+        assert pidfile.read_text() == f"{new}\n"
+        assert not Path(f"{pidfile}.oldbin").exists()
+    assert_no_failures(load)
+    assert s.log().count("Upgrade complete") == 3
+
+
+def test_upgrade_to_a_broken_binary_rolls_back(start_server, tmpdir_path):
+    exe = Path(tmpdir_path, "tricorn")
+    shutil.copy(TRICORN, exe)
+    pidfile = Path(tmpdir_path, "tricorn.pid")
+    s = start_server("-w", "2", "--pid", str(pidfile), executable=exe)
+    load = Load(s.url + "/", 5)
+    # Replace the binary the way a package upgrade does: a new file renamed over it.
+    broken = Path(tmpdir_path, "tricorn.new")
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    os.replace(broken, exe)
+    time.sleep(1)
+    s.signal(signal.SIGUSR2)
+    s.wait_log(r"Upgrade failed, this master keeps serving: the new master exited with code 1")
+    assert pidfile.read_text() == f"{s.proc.pid}\n"
+    assert not Path(f"{pidfile}.oldbin").exists()
+    assert_no_failures(load)
+    assert s.proc.poll() is None
+
+
+def test_ttin_and_ttou_under_load(start_server):
+    s = start_server("-w", "2")
+    load = Load(s.url + "/", 10)
+    for n in (3, 4, 5):
+        time.sleep(0.5)
+        s.signal(signal.SIGTTIN)
+        s.wait_workers(n)
+    for n in (4, 3, 2):
+        time.sleep(0.5)
+        s.signal(signal.SIGTTOU)
+        s.wait_workers(n)
+    assert_no_failures(load)
+
+
+def test_max_requests_recycling_under_load(start_server):
+    s = start_server("-w", "2", "--max-requests", "200", "--max-requests-jitter", "20")
+    load = Load(s.url + "/", 6)
+    r = assert_no_failures(load)
+    recycled = s.log().count("Autorestarting worker after")
+    assert recycled >= 10, recycled
+
+
+def test_broken_then_good_config_under_load(start_server):
+    s = start_server(config="workers: 2\n")
+    old = s.wait_workers(2)
+    load = Load(s.url + "/", 6)
+    time.sleep(1)
+    Path(s.config_path).write_text("workers: 2\ntimeout: [\n")
+    s.signal(signal.SIGHUP)
+    s.wait_log(r"Reload failed, keeping the running configuration: .*tricorn\.yaml:")
+    assert s.workers() == old
+    time.sleep(1)
+    Path(s.config_path).write_text("workers: 3\n")
+    s.signal(signal.SIGHUP)
+    s.wait_workers(3, exclude=old)
+    assert_no_failures(load)
+
+
+def test_reload_deploys_new_app_code(start_server, tmpdir_path):
+    app = Path(tmpdir_path, "libversion.so")
+    shutil.copy(BUILD / "libversion_a.so", app)
+    s = start_server("-w", "2", app=app)
+    seen = []
+    failures = []
+    stop = threading.Event()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/")
+                r = conn.getresponse()
+                body = r.read().decode()
+                if r.status != 200:
+                    failures.append(r.status)
+                if not seen or seen[-1] != body:
+                    seen.append(body)
+                if r.getheader("connection") == "close":
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+            except Exception as e:  # any failure is counted and asserted on
+                failures.append(repr(e))
+                conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: seen, what="a first response")
+    tmp = Path(tmpdir_path, "libversion.so.new")
+    shutil.copy(BUILD / "libversion_b.so", tmp)
+    os.replace(tmp, app)
+    s.signal(signal.SIGHUP)
+    s.notify.wait_for("READY=1")
+    wait_until(lambda: "version b" in seen, what="the new version to answer")
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert failures == []
+    assert seen[0] == "version a"
+    assert seen[-1] == "version b"
+
+
+def test_winch_retires_workers_and_keeps_the_sockets(start_server):
+    s = start_server("-w", "2")
+    old = s.wait_workers(2)
+    s.signal(signal.SIGWINCH)
+    wait_until(lambda: s.workers() == [], what="all workers to retire")
+    # The socket stays open in the master: a connection waits in its queue...
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.signal(signal.SIGTTIN)  # ...and is answered once a worker is back
+    data = b""
+    while not data.endswith(b"Hello, World!"):
+        chunk = c.recv(4096)
+        assert chunk
+        data += chunk
+    c.close()
+    assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_socket_activation(start_server, tmpdir_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="web")
+    notify = Notifications(tmpdir_path)
+    env["NOTIFY_SOCKET"] = notify.path
+    log = Path(tmpdir_path, "error.log")
+    # As systemd does it: the socket at fd 3, LISTEN_PID naming the process that gets it.
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", str(TRICORN), "-w", "1",
+         "-b", "127.0.0.1:1", "--error-logfile", str(log), str(TESTAPP)],
+        env=env, pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3))
+    try:
+        notify.wait_for("READY=1")
+        listener.close()  # only tricorn holds it now
+        assert "Using 1 socket(s) from systemd" in log.read_text()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/")
+        assert c.getresponse().read() == b"Hello, World!"
+        # The inherited socket survives a binary upgrade.
+        os.kill(proc.pid, signal.SIGUSR2)
+        msg = notify.wait_for("READY=1")
+        new = int(re.search(r"MAINPID=(\d+)", msg).group(1))
+        wait_until(lambda: proc.poll() is not None, what="the old master to leave")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/pid")
+        assert c.getresponse().status == 200
+        os.kill(new, signal.SIGTERM)
+        wait_until(lambda: not alive(new), what="the new master to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
