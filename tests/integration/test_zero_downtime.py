@@ -20,6 +20,7 @@ from conftest import BUILD, TESTAPP, TRICORN, Load, Notifications, alive, wait_u
 
 def assert_no_failures(load):
     r = load.result()
+    print(f"\n{r['requests']} requests, {r['socket_errors']} socket errors, {r['non_2xx']} non-2xx")
     assert r["requests"] > 1000, r["output"]
     assert (r["socket_errors"], r["non_2xx"]) == (0, 0), r["output"]
     return r
