@@ -144,7 +144,7 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       int one = 1;
       ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    http1::start_connection(*this, std::move(socket), a.info);
+    http1::start_connection(*this, Stream(std::move(socket)), a.info);
     if (draining_) co_return;
   }
 }

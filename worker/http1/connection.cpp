@@ -13,6 +13,7 @@
 
 #include "common/log.hpp"
 #include "worker/http1/parser.hpp"
+#include "worker/watchdog.hpp"
 #include "worker/worker.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -129,17 +130,17 @@ class Http1Connection final : public worker::Connection,
                               public Send,
                               public std::enable_shared_from_this<Http1Connection> {
  public:
-  Http1Connection(Worker& worker, Socket socket, const ListenerInfo& listener)
+  Http1Connection(Worker& worker, Stream stream, const ListenerInfo& listener)
       : worker_(worker),
-        socket_(std::move(socket)),
+        stream_(std::move(stream)),
         listener_(listener),
-        timer_(socket_.get_executor()),
+        watchdog_(stream_, stream_.executor()),
         limits_{static_cast<size_t>(worker.config().limit_request_line),
                 static_cast<size_t>(worker.config().limit_request_fields),
                 static_cast<size_t>(worker.config().limit_request_field_size)} {}
 
   asio::awaitable<void> run();
-  Socket::executor_type executor() { return socket_.get_executor(); }
+  Socket::executor_type executor() { return stream_.executor(); }
   void on_drain() override;
   asio::awaitable<ReceiveEvent> operator()() override;
   asio::awaitable<void> operator()(SendEvent event) override;
@@ -162,8 +163,6 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<size_t> read_some(Wait wait);
   asio::awaitable<void> flush(std::string_view extra = {});
   void set_deadline(Wait wait);
-  void arm_watchdog();
-  void on_watchdog(boost::system::error_code ec);
 
   // Buffer management.
   bool make_room_for_head();
@@ -181,13 +180,9 @@ class Http1Connection final : public worker::Connection,
   void write_access_log();
 
   Worker& worker_;
-  Socket socket_;
+  Stream stream_;
   const ListenerInfo& listener_;
-  asio::steady_timer timer_;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  Clock::time_point armed_for_ = Clock::time_point::max();
-  bool watchdog_armed_ = false;
-  bool timed_out_ = false;
+  Watchdog watchdog_;
   bool finished_ = false;
   bool waiting_idle_ = false;
   Limits limits_;
@@ -233,12 +228,12 @@ asio::awaitable<void> Http1Connection::run() {
     Http1Connection* c;
     ~Finish() {
       c->finished_ = true;
-      if (c->watchdog_armed_) c->timer_.cancel();
+      c->watchdog_.stop();
       c->worker_.untrack(c);
     }
   } finish{this};
   if (!listener_.is_unix) {
-    auto peer = peer_address(socket_.native_handle());
+    auto peer = peer_address(stream_.native_handle());
     client_ = {std::move(peer.host), peer.port};
     scope_.client = client_;
     scope_.server = {listener_.server_host, listener_.server_port};
@@ -278,7 +273,8 @@ asio::awaitable<bool> Http1Connection::read_request() {
     size_t n = co_await read_some(idle ? Wait::idle : Wait::head);
     waiting_idle_ = false;
     if (n == 0) {
-      if (timed_out_ && !idle) co_await respond_error(408, "request head not received in time");
+      if (watchdog_.expired() && !idle)
+        co_await respond_error(408, "request head not received in time");
       co_return false;
     }
     if (idle && requests_ > 0) head_started_ = Clock::now();
@@ -380,7 +376,7 @@ asio::awaitable<void> Http1Connection::respond_error(int status, std::string_vie
 // closes (or a short deadline) first.
 asio::awaitable<void> Http1Connection::linger_close() {
   boost::system::error_code ec;
-  socket_.shutdown(asio::socket_base::shutdown_send, ec);
+  stream_.socket().shutdown(asio::socket_base::shutdown_send, ec);
   if (ec) co_return;
   begin_ = end_ = 0;
   if (!buf_) {
@@ -389,11 +385,11 @@ asio::awaitable<void> Http1Connection::linger_close() {
   }
   set_deadline(Wait::linger);
   for (size_t total = 0; total < 1024 * 1024;) {
-    auto [rec, n] = co_await socket_.async_read_some(asio::buffer(buf_.get(), cap_), use_nothrow);
+    auto [rec, n] = co_await stream_.read_some(asio::buffer(buf_.get(), cap_));
     if (rec) break;
     total += n;
   }
-  socket_.close(ec);
+  stream_.socket().close(ec);
 }
 
 bool Http1Connection::build_scope() {
@@ -420,59 +416,34 @@ bool Http1Connection::build_scope() {
 void Http1Connection::set_deadline(Wait wait) {
   const auto& c = worker_.config();
   auto now = Clock::now();
+  auto deadline = Watchdog::kNever;
   switch (wait) {
     case Wait::idle: {
       auto keepalive = seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
       if (worker_.draining()) keepalive = std::min(keepalive, seconds(std::min(c.keepalive, 2.0)));
-      deadline_ = now + keepalive;
+      deadline = now + keepalive;
       break;
     }
     case Wait::head:
       // One deadline for the whole head, counted from its first byte (from the accept
       // for a connection's first request): a client sending a byte at a time gains
       // nothing.
-      deadline_ = head_started_ + seconds(c.header_timeout);
+      deadline = head_started_ + seconds(c.header_timeout);
       break;
-    case Wait::body: deadline_ = now + seconds(c.body_timeout); break;
-    case Wait::send: deadline_ = now + seconds(c.send_timeout); break;
-    case Wait::linger: deadline_ = now + kLingerTime; break;
-    case Wait::forever: deadline_ = Clock::time_point::max(); break;
+    case Wait::body: deadline = now + seconds(c.body_timeout); break;
+    case Wait::send: deadline = now + seconds(c.send_timeout); break;
+    case Wait::linger: deadline = now + kLingerTime; break;
+    case Wait::forever: break;
   }
-  if (deadline_ == Clock::time_point::max()) return;
-  if (!watchdog_armed_)
-    arm_watchdog();
-  else if (deadline_ < armed_for_)
-    timer_.cancel();  // wakes the watchdog to re-arm earlier
-}
-
-void Http1Connection::arm_watchdog() {
-  watchdog_armed_ = true;
-  armed_for_ = deadline_;
-  timer_.expires_at(deadline_);
-  timer_.async_wait(
-      [self = shared_from_this()](boost::system::error_code ec) { self->on_watchdog(ec); });
-}
-
-void Http1Connection::on_watchdog(boost::system::error_code) {
-  watchdog_armed_ = false;
-  if (finished_ || deadline_ == Clock::time_point::max()) return;
-  if (Clock::now() >= deadline_) {
-    timed_out_ = true;
-    boost::system::error_code ignored;
-    socket_.cancel(ignored);
-    return;
-  }
-  arm_watchdog();
+  watchdog_.set(deadline, shared_from_this());
 }
 
 // Reads into the free space at the end of the buffer. Returns 0 on EOF, error or timeout.
 asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
   co_await flush();
-  timed_out_ = false;
   set_deadline(wait);
-  auto [ec, n] =
-      co_await socket_.async_read_some(asio::buffer(buf_.get() + end_, cap_ - end_), use_nothrow);
-  deadline_ = Clock::time_point::max();
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, cap_ - end_));
+  watchdog_.clear();
   if (ec) co_return 0;
   end_ += n;
   co_return n;
@@ -482,12 +453,12 @@ asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
   if (out_.empty() && extra.empty()) co_return;
   set_deadline(Wait::send);
   std::array<asio::const_buffer, 2> buffers{asio::buffer(out_), asio::buffer(extra)};
-  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
-  deadline_ = Clock::time_point::max();
+  auto [ec, n] = co_await stream_.write(buffers);
+  watchdog_.clear();
   out_.clear();
   if (ec) {
     disconnected_ = true;
-    throw ClientGone(timed_out_ ? "send timeout" : ec.message());
+    throw ClientGone(watchdog_.expired() ? "send timeout" : ec.message());
   }
 }
 
@@ -615,10 +586,10 @@ asio::awaitable<ReceiveEvent> Http1Connection::wait_for_disconnect() {
   for (;;) {
     if (end_ == cap_) {
       // No room to keep pipelined bytes: just wait for readability and peek.
-      auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, use_nothrow);
+      auto [ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
       char probe;
-      if (ec || ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT) == 0) break;
-      asio::steady_timer pause(socket_.get_executor(), 100ms);
+      if (ec || ::recv(stream_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT) == 0) break;
+      asio::steady_timer pause(stream_.executor(), 100ms);
       co_await pause.async_wait(use_nothrow);
       continue;
     }
@@ -821,8 +792,8 @@ void Http1Connection::write_access_log() {
 
 }  // namespace
 
-void start_connection(Worker& worker, Socket socket, const ListenerInfo& listener) {
-  auto c = std::make_shared<Http1Connection>(worker, std::move(socket), listener);
+void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener) {
+  auto c = std::make_shared<Http1Connection>(worker, std::move(stream), listener);
   asio::co_spawn(c->executor(), c->run(), [c](std::exception_ptr e) {
     if (!e) return;
     try {

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "worker/socket.hpp"
+#include "worker/stream.hpp"
 
 namespace tricorn::worker {
 class Worker;
@@ -9,6 +9,6 @@ class Worker;
 namespace tricorn::worker::http1 {
 
 // Serves HTTP/1.1 on an accepted socket until it closes; owns itself.
-void start_connection(Worker& worker, Socket socket, const ListenerInfo& listener);
+void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener);
 
 }  // namespace tricorn::worker::http1

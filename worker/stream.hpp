@@ -1,0 +1,54 @@
+// The byte stream a connection speaks over: a plain socket or TLS on one. A variant
+// rather than a template, so each protocol is compiled once; both alternatives return
+// the same awaitable types, so the dispatch costs a branch, not a coroutine frame.
+#pragma once
+
+#include "worker/socket.hpp"
+
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+
+#include <memory>
+#include <string_view>
+#include <tuple>
+#include <variant>
+
+namespace tricorn::worker {
+
+using TlsSocket = asio::ssl::stream<Socket>;
+
+class Stream {
+ public:
+  explicit Stream(Socket socket) : s_(std::move(socket)) {}
+  explicit Stream(std::unique_ptr<TlsSocket> tls) : s_(std::move(tls)) {}
+
+  template <typename Buffers>
+  asio::awaitable<std::tuple<boost::system::error_code, size_t>> read_some(const Buffers& b) {
+    if (auto* plain = std::get_if<Socket>(&s_)) return plain->async_read_some(b, use_nothrow);
+    return std::get<1>(s_)->async_read_some(b, use_nothrow);
+  }
+
+  template <typename Buffers>
+  asio::awaitable<std::tuple<boost::system::error_code, size_t>> write(const Buffers& b) {
+    if (auto* plain = std::get_if<Socket>(&s_)) return asio::async_write(*plain, b, use_nothrow);
+    return asio::async_write(*std::get<1>(s_), b, use_nothrow);
+  }
+
+  Socket& socket() {
+    if (auto* plain = std::get_if<Socket>(&s_)) return *plain;
+    return std::get<1>(s_)->next_layer();
+  }
+  bool is_tls() const { return s_.index() == 1; }
+  TlsSocket* tls() { return is_tls() ? std::get<1>(s_).get() : nullptr; }
+  Socket::executor_type executor() { return socket().get_executor(); }
+  int native_handle() { return socket().native_handle(); }
+  void cancel() {
+    boost::system::error_code ignored;
+    socket().cancel(ignored);
+  }
+
+ private:
+  std::variant<Socket, std::unique_ptr<TlsSocket>> s_;
+};
+
+}  // namespace tricorn::worker
