@@ -88,6 +88,28 @@ const Setting kSettings[] = {
      "ignored: needs a restart"},
     {"root_path", "root-path", 0, "", &Config::root_path, "",
      "ASGI root_path: the prefix under which the app is mounted.", kReloadNew},
+    {"certfile", "certfile", 0, "", &Config::certfile, "",
+     "TLS certificate chain (PEM). With keyfile set, every bind serves TLS, with ALPN h2 "
+     "and http/1.1 (Gunicorn's semantics).",
+     "new workers read the files anew"},
+    {"keyfile", "keyfile", 0, "", &Config::keyfile, "", "TLS private key (PEM).",
+     "new workers read the file anew"},
+    {"http2_max_concurrent_streams", "http2-max-concurrent-streams", 0, "",
+     &Config::http2_max_concurrent_streams, "100",
+     "SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once.", kReloadNew},
+    {"http2_initial_window_size", "http2-initial-window-size", 0, "",
+     &Config::http2_initial_window_size, "262144",
+     "Bytes of request body a client may send on a stream before the app reads them.", kReloadNew},
+    {"http2_max_frame_size", "http2-max-frame-size", 0, "", &Config::http2_max_frame_size, "16384",
+     "SETTINGS_MAX_FRAME_SIZE, 16384 to 16777215.", kReloadNew},
+    {"http2_max_header_list_size", "http2-max-header-list-size", 0, "",
+     &Config::http2_max_header_list_size, "65536",
+     "Largest request header list (RFC 9113 size: name + value + 32 per field); larger gets "
+     "431.",
+     kReloadNew},
+    {"http2_idle_timeout", "http2-idle-timeout", 0, "", &Config::http2_idle_timeout, "60",
+     "Seconds an HTTP/2 connection with no open stream is kept before a GOAWAY closes it.",
+     kReloadNew},
 };
 
 std::string normalise_flag(std::string_view flag) {
@@ -254,6 +276,17 @@ void validate(const Config& c) {
   require(c.limit_request_line >= 64, "limit_request_line", "must be at least 64");
   require(c.limit_request_fields >= 1, "limit_request_fields", "must be at least 1");
   require(c.limit_request_field_size >= 64, "limit_request_field_size", "must be at least 64");
+  require(c.http2_max_concurrent_streams >= 1, "http2_max_concurrent_streams",
+          "must be at least 1");
+  require(c.http2_initial_window_size >= 1 && c.http2_initial_window_size <= 2147483647,
+          "http2_initial_window_size", "must be between 1 and 2147483647");
+  require(c.http2_max_frame_size >= 16384 && c.http2_max_frame_size <= 16777215,
+          "http2_max_frame_size", "must be between 16384 and 16777215");
+  require(c.http2_max_header_list_size >= 1024, "http2_max_header_list_size",
+          "must be at least 1024");
+  require(c.http2_idle_timeout > 0, "http2_idle_timeout", "must be positive");
+  require(c.certfile.empty() == c.keyfile.empty(), c.certfile.empty() ? "certfile" : "keyfile",
+          "certfile and keyfile go together");
 }
 
 std::string_view env_value(const std::vector<std::string>& environ, std::string_view name) {

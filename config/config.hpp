@@ -40,6 +40,13 @@ struct Config {
   std::string access_log_format;
   std::string pidfile;
   std::string root_path;
+  std::string certfile;
+  std::string keyfile;
+  int http2_max_concurrent_streams = 100;
+  int http2_initial_window_size = 262144;
+  int http2_max_frame_size = 16384;
+  int http2_max_header_list_size = 65536;
+  double http2_idle_timeout = 60;
 
   std::string app_path() const;    // before ':'
   std::string app_symbol() const;  // after ':', "app" by default

@@ -11,7 +11,7 @@ packages=(
   libboost1.81-dev libnghttp2-dev libyaml-cpp-dev libfmt-dev doctest-dev libssl-dev
   libsystemd-dev
   # test clients and tools
-  curl wrk nghttp2-client procps iproute2 systemd
+  curl wrk nghttp2-client openssl procps iproute2 systemd
   python3 python3-h2 python3-hyperframe python3-httpx python3-websockets python3-pytest
 )
 

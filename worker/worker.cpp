@@ -5,6 +5,7 @@
 #include "common/log.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/socket.hpp"
+#include "worker/tls.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -29,11 +30,12 @@ using std::chrono::duration_cast;
 using std::chrono::steady_clock;
 
 struct Worker::Acceptor {
-  Acceptor(asio::io_context& io, const Listener& l)
+  Acceptor(asio::io_context& io, const Listener& l, bool tls)
       : acceptor(io,
                  asio::generic::stream_protocol(l.family, l.family == AF_UNIX ? 0 : IPPROTO_TCP),
                  ::dup(l.fd)) {
     info.is_unix = l.family == AF_UNIX;
+    if (tls) info.scheme = "https";
     if (!info.is_unix) {
       auto a = local_address(l.fd);
       info.server_host = a.host;
@@ -98,12 +100,9 @@ int Worker::run() {
 }
 
 bool Worker::load_app() {
-  if (params_.preloaded_app) {
-    app_ = params_.preloaded_app;
-    return true;
-  }
   try {
-    app_ = &load_app_entry();
+    if (!config().certfile.empty()) tls_ = make_tls_context(config());
+    app_ = params_.preloaded_app ? params_.preloaded_app : &load_app_entry();
     return true;
   } catch (const std::exception& e) {
     log::error("{}", e.what());
@@ -118,7 +117,7 @@ const AppEntry& Worker::load_app_entry() {
 
 void Worker::start_accepting() {
   for (const auto& l : params_.listeners) {
-    acceptors_.push_back(std::make_unique<Acceptor>(io_, l));
+    acceptors_.push_back(std::make_unique<Acceptor>(io_, l, tls_ != nullptr));
     asio::co_spawn(io_, accept_loop(*acceptors_.back()), log_connection_error);
   }
 }
@@ -144,7 +143,10 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       int one = 1;
       ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    http1::start_connection(*this, Stream(std::move(socket)), a.info);
+    if (tls_)
+      start_tls_connection(*this, *tls_, std::move(socket), a.info);
+    else
+      http1::start_connection(*this, Stream(std::move(socket)), a.info);
     if (draining_) co_return;
   }
 }

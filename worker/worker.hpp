@@ -8,6 +8,7 @@
 #include <tricorn/app.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
@@ -76,6 +77,7 @@ class Worker {
   asio::io_context io_{1};
   const AppEntry* app_ = nullptr;
   std::shared_ptr<std::any> state_;
+  std::unique_ptr<asio::ssl::context> tls_;  // set when certfile/keyfile are
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   Connection* connections_ = nullptr;
   size_t connection_count_ = 0;

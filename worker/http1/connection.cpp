@@ -13,6 +13,7 @@
 
 #include "common/log.hpp"
 #include "worker/http1/parser.hpp"
+#include "worker/http2/connection.hpp"
 #include "worker/watchdog.hpp"
 #include "worker/worker.hpp"
 
@@ -48,7 +49,9 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kInitialBuffer = 8 * 1024;
 constexpr size_t kBodyRoom = 8 * 1024;       // free space kept after a head for body reads
 constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
-constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are not copied
+constexpr size_t kCopyLimit = 16 * 1024;
+constexpr std::uint64_t kUpgradeBodyLimit =
+    1024 * 1024;  // read whole before an h2c upgrade     // larger response pieces are not copied
 constexpr auto kLingerTime = 2s;
 
 // The client went away or stopped reading: raised through the app's send().
@@ -151,7 +154,13 @@ class Http1Connection final : public worker::Connection,
   enum class Wait : std::uint8_t { idle, head, body, send, linger, forever };
 
   // The request loop.
-  asio::awaitable<bool> read_request();
+  enum class Next : std::uint8_t { request, close, http2 };
+  asio::awaitable<Next> read_request();
+  bool starts_with_preface(bool& complete) const;
+  bool wants_h2c_upgrade() const;
+  asio::awaitable<void> upgrade_to_h2c();
+  void hand_off_to_http2(std::unique_ptr<http2::UpgradedRequest> upgraded);
+  std::string_view scope_header(std::string_view name) const;
   asio::awaitable<void> handle_request();
   asio::awaitable<void> finish_response();
   asio::awaitable<void> respond_error(int status, std::string_view reason);
@@ -184,6 +193,7 @@ class Http1Connection final : public worker::Connection,
   const ListenerInfo& listener_;
   Watchdog watchdog_;
   bool finished_ = false;
+  bool handed_off_ = false;  // the stream now belongs to an HTTP/2 connection
   bool waiting_idle_ = false;
   Limits limits_;
 
@@ -238,36 +248,45 @@ asio::awaitable<void> Http1Connection::run() {
     scope_.client = client_;
     scope_.server = {listener_.server_host, listener_.server_port};
   }
-  while (co_await read_request()) {
+  for (;;) {
+    auto next = co_await read_request();
+    if (next == Next::http2) hand_off_to_http2(nullptr);
+    if (next != Next::request) break;
     co_await handle_request();
+    if (handed_off_) break;
     ++requests_;
     worker_.on_request_done();
     if (!keep_alive_) break;
     begin_ = body_pos_;
     if (begin_ == end_) begin_ = end_ = 0;
   }
+  if (handed_off_) co_return;
   co_await flush();
   co_await linger_close();
 }
 
-// Reads until a whole request head is buffered. False: the connection is done (closed
-// by the peer, timed out, or answered with an error).
-asio::awaitable<bool> Http1Connection::read_request() {
+// Reads until a whole request head is buffered (or the HTTP/2 preface, on a
+// connection's first bytes). Next::close: the connection is done (closed by the peer,
+// timed out, or answered with an error).
+asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
   scan_ = {};
   for (;;) {
-    if (begin_ < end_) {
+    bool preface_complete = false;
+    if (requests_ == 0 && starts_with_preface(preface_complete)) {
+      if (preface_complete) co_return Next::http2;
+    } else if (begin_ < end_) {
       auto r =
           tricorn::http1::parse_request(buf_.get() + begin_, end_ - begin_, limits_, head_, scan_);
-      if (r.kind == ParseResult::complete) co_return true;
+      if (r.kind == ParseResult::complete) co_return Next::request;
       if (r.kind == ParseResult::error) {
         co_await respond_error(r.status, r.reason);
-        co_return false;
+        co_return Next::close;
       }
     }
     bool idle = begin_ == end_;
     if (!make_room_for_head()) {
       co_await respond_error(431, "request head too large");
-      co_return false;
+      co_return Next::close;
     }
     waiting_idle_ = idle;
     size_t n = co_await read_some(idle ? Wait::idle : Wait::head);
@@ -275,10 +294,76 @@ asio::awaitable<bool> Http1Connection::read_request() {
     if (n == 0) {
       if (watchdog_.expired() && !idle)
         co_await respond_error(408, "request head not received in time");
-      co_return false;
+      co_return Next::close;
     }
     if (idle && requests_ > 0) head_started_ = Clock::now();
   }
+}
+
+// HTTP/2 with prior knowledge: the client's first bytes are the connection preface.
+bool Http1Connection::starts_with_preface(bool& complete) const {
+  size_t have = end_ - begin_;
+  if (have == 0 || stream_.is_tls()) return false;  // over TLS, ALPN decides
+  size_t n = std::min(have, http2::kClientPreface.size());
+  if (std::memcmp(buf_.get() + begin_, http2::kClientPreface.data(), n) != 0) return false;
+  complete = n == http2::kClientPreface.size();
+  return true;
+}
+
+bool Http1Connection::wants_h2c_upgrade() const {
+  if (stream_.is_tls() || head_.upgrade.empty()) return false;
+  bool h2c = false;
+  for (size_t pos = 0; pos <= head_.upgrade.size();) {
+    auto comma = head_.upgrade.find(',', pos);
+    auto token = head_.upgrade.substr(pos, comma == std::string_view::npos ? comma : comma - pos);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+    h2c = h2c || iequals(token, "h2c");
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  // A body must be read whole before switching; a large or chunked one is served over
+  // HTTP/1.1 instead, which RFC 9113 allows (the server may ignore Upgrade).
+  return h2c && !scope_header("http2-settings").empty() &&
+         (head_.body == BodyKind::none ||
+          (head_.body == BodyKind::length && head_.content_length <= kUpgradeBodyLimit));
+}
+
+// Upgrade: h2c (RFC 7540 section 3.2): read the body, answer 101, and hand the
+// connection and this request (as stream 1) to HTTP/2.
+asio::awaitable<void> Http1Connection::upgrade_to_h2c() {
+  auto upgraded = std::make_unique<http2::UpgradedRequest>();
+  if (!http2::decode_base64url(scope_header("http2-settings"), upgraded->settings)) {
+    co_await respond_error(400, "malformed HTTP2-Settings");
+    co_return;
+  }
+  while (!body_done_) {
+    auto ev = co_await receive_body();
+    auto* r = std::get_if<HttpRequest>(&ev);
+    if (!r) co_return;  // the client went away
+    upgraded->body.append(r->body);
+  }
+  upgraded->method = head_.method;
+  upgraded->target =
+      head_.query.empty() ? std::string(head_.path) : fmt::format("{}?{}", head_.path, head_.query);
+  for (const auto& h : head_.headers) upgraded->headers.emplace_back(h.name, h.value);
+  out_ += "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+  co_await flush();
+  hand_off_to_http2(std::move(upgraded));
+}
+
+void Http1Connection::hand_off_to_http2(std::unique_ptr<http2::UpgradedRequest> upgraded) {
+  size_t from = upgraded ? body_pos_ : begin_;
+  std::string received(buf_.get() + from, end_ - from);
+  handed_off_ = true;
+  http2::start_connection(worker_, std::move(stream_), listener_, std::move(received),
+                          std::move(upgraded));
+}
+
+std::string_view Http1Connection::scope_header(std::string_view name) const {
+  for (const auto& h : head_.headers)
+    if (h.name == name) return h.value;
+  return {};
 }
 
 void Http1Connection::reset_request_state() {
@@ -306,6 +391,10 @@ asio::awaitable<void> Http1Connection::handle_request() {
   reset_request_state();
   if (!build_scope()) {
     co_await respond_error(400, "malformed percent-encoding in the path");
+    co_return;
+  }
+  if (wants_h2c_upgrade()) {
+    co_await upgrade_to_h2c();
     co_return;
   }
   std::string failure;

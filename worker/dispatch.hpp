@@ -1,0 +1,42 @@
+// The one place a request meets the app, for every protocol: call it, and turn
+// whatever escapes it into a reason the protocol can act on (and that is logged with
+// the request line). The protocols decide what to send after a failure: HTTP/1.1 a
+// 500 or a close, HTTP/2 a 500 or RST_STREAM.
+#pragma once
+
+#include "common/log.hpp"
+
+#include <tricorn/app.hpp>
+
+#include <string>
+
+namespace tricorn::worker {
+
+// Thrown through the app's send() when the client went away or stopped reading.
+struct ClientGone : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct AppOutcome {
+  bool client_gone = false;
+  std::string failure;  // empty: the app returned normally
+};
+
+inline asio::awaitable<AppOutcome> call_app(const AppEntry& app, Scope& scope, Receive& receive,
+                                            Send& send) {
+  AppOutcome outcome;
+  try {
+    co_await app.call(scope, receive, send);
+  } catch (const ClientGone&) {
+    outcome.client_gone = true;
+  } catch (const std::exception& e) {
+    outcome.failure = e.what();
+  }
+  co_return outcome;
+}
+
+inline void log_app_failure(const Scope& scope, std::string_view target, std::string_view why) {
+  log::error("Error handling request {} {}: {}", scope.method, target, why);
+}
+
+}  // namespace tricorn::worker

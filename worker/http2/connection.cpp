@@ -1,0 +1,801 @@
+// HTTP/2 over nghttp2. The session is fed with nghttp2_session_mem_recv and drained with
+// nghttp2_session_mem_send, so the glue is bytes in, bytes out:
+//   - the reader coroutine (run) reads from the stream and feeds the session;
+//   - the writer coroutine gathers everything the session wants to send into one
+//     buffer and writes it at once, whenever someone wakes it;
+//   - each request stream runs the app in a coroutine of its own, which talks to the
+//     session through its Http2Stream (the app's Receive and Send).
+// Request bodies are flow-controlled by the app: a WINDOW_UPDATE is allowed only for
+// bytes the app has taken with receive(). Responses are pulled by nghttp2 through a
+// deferred data provider.
+#include "worker/http2/connection.hpp"
+
+#include "common/log.hpp"
+#include "worker/dispatch.hpp"
+#include "worker/http1/parser.hpp"
+#include "worker/watchdog.hpp"
+#include "worker/worker.hpp"
+
+#include <nghttp2/nghttp2.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+namespace tricorn::worker::http2 {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kReadBuffer = 16 * 1024;
+constexpr size_t kSendWatermark = 64 * 1024;  // an app's send() waits above this
+constexpr auto kShutdownNoticeDelay = 1s;     // between the GOAWAY notice and the final one
+
+Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2).
+bool is_connection_specific(std::string_view name) {
+  for (auto banned : {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                      "upgrade", "http2-settings"})
+    if (iequals(name, banned)) return true;
+  return false;
+}
+
+nghttp2_nv make_nv(std::string_view name, std::string_view value) {
+  return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+          NGHTTP2_NV_FLAG_NONE};
+}
+
+class Http2Connection;
+
+// One request stream: the app's Receive and Send.
+class Http2Stream final : public Receive, public Send {
+ public:
+  Http2Stream(Http2Connection& c, std::int32_t id);
+
+  asio::awaitable<ReceiveEvent> operator()() override;
+  asio::awaitable<void> operator()(SendEvent event) override;
+
+  // Called by the connection (from nghttp2 callbacks).
+  void on_header(std::string_view name, std::string_view value);
+  void on_data(std::string_view data) {
+    body_in_.append(data);
+    wake();
+  }
+  void on_end_stream() {
+    end_stream_ = true;
+    wake();
+  }
+  void on_close(std::uint32_t error_code) {
+    closed_ = true;
+    close_error_ = error_code;
+    wake();
+  }
+  ssize_t read_body(uint8_t* buf, size_t length, uint32_t* flags);
+  asio::awaitable<void> run_app();
+  void set_upgraded(const UpgradedRequest& request);
+
+  std::int32_t id() const { return id_; }
+  bool closed() const { return closed_; }
+
+ private:
+  bool build_scope();
+  void wake() { wake_.cancel(); }
+  asio::awaitable<void> wait();
+  void submit_response(bool end_stream);
+  void start_response(const HttpResponseStart& start);
+  asio::awaitable<void> send_body(const HttpResponseBody& body);
+  void send_trailers(const HttpResponseTrailers& trailers);
+  void reset(std::uint32_t error_code);
+  void respond_simple(int status);
+
+  Http2Connection& c_;
+  std::int32_t id_;
+  asio::steady_timer wake_;
+
+  // Request.
+  std::vector<std::pair<std::string, std::string>> fields_;
+  std::string method_, scheme_, authority_, path_;
+  size_t header_bytes_ = 0;
+  bool headers_too_large_ = false;
+  std::vector<Header> headers_;
+  std::string decoded_path_;
+  Scope scope_;
+  std::string body_in_;
+  size_t delivered_ = 0;  // bytes of body_in_ handed to the app, consumed at its next receive
+  bool end_stream_ = false;
+  bool end_delivered_ = false;
+  bool closed_ = false;
+  std::uint32_t close_error_ = 0;
+
+  // Response.
+  enum class Response : std::uint8_t { none, started, submitted, body_done, complete };
+  Response response_ = Response::none;
+  int status_ = 0;
+  std::vector<std::pair<std::string, std::string>> response_fields_;
+  std::vector<std::pair<std::string, std::string>> trailer_fields_;
+  bool trailers_expected_ = false;
+  bool trailers_ready_ = false;
+  std::string body_out_;
+  size_t body_out_pos_ = 0;
+  bool body_out_eof_ = false;
+  bool deferred_ = false;
+};
+
+class Http2Connection final : public worker::Connection,
+                              public std::enable_shared_from_this<Http2Connection> {
+ public:
+  Http2Connection(Worker& worker, Stream stream, const ListenerInfo& listener)
+      : worker_(worker),
+        stream_(std::move(stream)),
+        listener_(listener),
+        idle_watchdog_(stream_, stream_.executor()),
+        send_watchdog_(stream_, stream_.executor()),
+        writer_wake_(stream_.executor()),
+        writer_exit_(stream_.executor()),
+        notice_timer_(stream_.executor()) {}
+  ~Http2Connection() {
+    if (session_) nghttp2_session_del(session_);
+  }
+
+  asio::awaitable<void> run(std::string received, std::unique_ptr<UpgradedRequest> upgraded);
+  void on_drain() override;
+
+  Worker& worker() { return worker_; }
+  const ListenerInfo& listener() const { return listener_; }
+  const Address& client() const { return client_; }
+  nghttp2_session* session() { return session_; }
+  bool open() const { return !closing_; }
+  Socket::executor_type executor() { return stream_.executor(); }
+  void wake_writer() {
+    write_requested_ = true;
+    if (writer_waiting_) writer_wake_.cancel();
+  }
+  void forget(std::int32_t id) { streams_.erase(id); }
+
+ private:
+  bool create_session();
+  bool feed(const char* data, size_t size);
+  asio::awaitable<void> write_loop();
+  void start_stream_app(std::shared_ptr<Http2Stream> s);
+  std::shared_ptr<Http2Stream> stream_of(std::int32_t id);
+  void update_idle_deadline();
+
+  // nghttp2 callbacks.
+  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
+  static int on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
+                       size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                       void* self);
+  static int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self);
+  static int on_data_chunk(nghttp2_session*, uint8_t flags, int32_t id, const uint8_t* data,
+                           size_t len, void* self);
+  static int on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code, void* self);
+
+  Worker& worker_;
+  Stream stream_;
+  const ListenerInfo& listener_;
+  Watchdog idle_watchdog_;  // the reader's: no stream open for http2_idle_timeout
+  Watchdog send_watchdog_;  // the writer's: the client not taking bytes
+  asio::steady_timer writer_wake_;
+  asio::steady_timer writer_exit_;
+  asio::steady_timer notice_timer_;
+  nghttp2_session* session_ = nullptr;
+  std::unordered_map<std::int32_t, std::shared_ptr<Http2Stream>> streams_;
+  Address client_;
+  std::string out_;
+  bool write_requested_ = false;
+  bool writer_waiting_ = false;
+  bool writer_done_ = true;  // until the writer starts
+  bool closing_ = false;
+  bool draining_ = false;
+};
+
+// --- the connection -------------------------------------------------------------------
+
+asio::awaitable<void> Http2Connection::run(std::string received,
+                                           std::unique_ptr<UpgradedRequest> upgraded) {
+  worker_.track(this);
+  struct Finish {
+    Http2Connection* c;
+    ~Finish() {
+      c->closing_ = true;
+      c->idle_watchdog_.stop();
+      c->send_watchdog_.stop();
+      c->notice_timer_.cancel();
+      for (auto& [id, s] : c->streams_) s->on_close(NGHTTP2_CANCEL);
+      c->worker_.untrack(c);
+    }
+  } finish{this};
+  if (!listener_.is_unix) {
+    auto peer = peer_address(stream_.native_handle());
+    client_ = {std::move(peer.host), peer.port};
+  }
+  if (!create_session()) co_return;
+  if (upgraded) {
+    int rv = nghttp2_session_upgrade2(
+        session_, reinterpret_cast<const uint8_t*>(upgraded->settings.data()),
+        upgraded->settings.size(), upgraded->method == "HEAD", nullptr);
+    if (rv != 0) {
+      log::debug("h2c upgrade refused: {}", nghttp2_strerror(rv));
+      co_return;
+    }
+    auto s = std::make_shared<Http2Stream>(*this, 1);
+    s->set_upgraded(*upgraded);
+    streams_[1] = s;
+    nghttp2_session_set_stream_user_data(session_, 1, s.get());
+    start_stream_app(s);
+  }
+  if (!feed(received.data(), received.size())) co_return;
+  if (worker_.draining()) on_drain();
+  writer_done_ = false;
+  asio::co_spawn(executor(), write_loop(), [self = shared_from_this()](std::exception_ptr) {});
+  wake_writer();
+
+  auto buf = std::make_unique<char[]>(kReadBuffer);
+  while (!closing_ &&
+         (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_))) {
+    update_idle_deadline();
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf.get(), kReadBuffer));
+    idle_watchdog_.clear();
+    if (ec) {
+      if (idle_watchdog_.expired() && !closing_) {
+        // Idle for http2_idle_timeout: say goodbye properly, then close.
+        nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+        wake_writer();
+      }
+      break;
+    }
+    if (!feed(buf.get(), n)) break;
+  }
+  // Let the writer flush what is queued (a GOAWAY, the last responses), then close.
+  closing_ = true;
+  wake_writer();
+  if (!writer_done_) {
+    writer_exit_.expires_at(Clock::time_point::max());
+    co_await writer_exit_.async_wait(use_nothrow);
+  }
+}
+
+bool Http2Connection::create_session() {
+  nghttp2_session_callbacks* cbs;
+  nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  nghttp2_option* opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);  // the app's receive() decides
+#ifdef TRICORN_HAVE_STREAM_RESET_RATE_LIMIT
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);  // Rapid Reset (CVE-2023-44487)
+#endif
+#ifdef TRICORN_HAVE_MAX_CONTINUATIONS
+  nghttp2_option_set_max_continuations(opt, 8);  // CONTINUATION flood (CVE-2024-27316)
+#endif
+  int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  if (rv != 0) return false;
+  const auto& c = worker_.config();
+  nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+       static_cast<uint32_t>(c.http2_max_concurrent_streams)},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(c.http2_initial_window_size)},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, static_cast<uint32_t>(c.http2_max_frame_size)},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(c.http2_max_header_list_size)},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  // The connection window covers several streams' uploads at once; each stream's own
+  // window is what bounds a slow app.
+  int32_t connection_window = std::max(c.http2_initial_window_size * 4, 1 << 20);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, connection_window);
+  return true;
+}
+
+bool Http2Connection::feed(const char* data, size_t size) {
+  if (size == 0) return true;
+  auto rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data), size);
+  wake_writer();
+  if (rv < 0) {
+    // Fatal for the connection (bad preface, a flood): nghttp2 has queued a GOAWAY
+    // where one is due; flush it and close.
+    log::debug("HTTP/2 connection from {} closed: {}", client_.host,
+               nghttp2_strerror(static_cast<int>(rv)));
+    return false;
+  }
+  return true;
+}
+
+asio::awaitable<void> Http2Connection::write_loop() {
+  for (;;) {
+    write_requested_ = false;
+    const uint8_t* data;
+    ssize_t n;
+    while (session_ && (n = nghttp2_session_mem_send(session_, &data)) > 0)
+      out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    if (!out_.empty()) {
+      send_watchdog_.set(Clock::now() + seconds(worker_.config().send_timeout), shared_from_this());
+      auto [ec, written] = co_await stream_.write(asio::buffer(out_));
+      send_watchdog_.clear();
+      out_.clear();
+      if (ec) break;
+      continue;  // more may have been queued while we wrote
+    }
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) break;
+    if (closing_) break;
+    if (write_requested_) continue;
+    writer_waiting_ = true;
+    writer_wake_.expires_at(Clock::time_point::max());
+    co_await writer_wake_.async_wait(use_nothrow);
+    writer_waiting_ = false;
+  }
+  writer_done_ = true;
+  writer_exit_.cancel();
+  closing_ = true;
+  boost::system::error_code ignored;
+  stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  stream_.cancel();  // wakes the reader
+}
+
+void Http2Connection::update_idle_deadline() {
+  if (streams_.empty())
+    idle_watchdog_.set(Clock::now() + seconds(worker_.config().http2_idle_timeout),
+                       shared_from_this());
+}
+
+// Graceful stop in two steps (RFC 9113 section 6.8): a GOAWAY with the largest stream
+// id tells the client to stop opening streams; a round trip later, the final GOAWAY
+// names the last stream we will process. Streams already open run to completion.
+void Http2Connection::on_drain() {
+  if (draining_ || closing_ || !session_) return;
+  draining_ = true;
+  nghttp2_submit_shutdown_notice(session_);
+  wake_writer();
+  notice_timer_.expires_after(kShutdownNoticeDelay);
+  notice_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->closing_) return;
+    nghttp2_submit_goaway(self->session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(self->session_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
+    self->wake_writer();
+  });
+}
+
+std::shared_ptr<Http2Stream> Http2Connection::stream_of(std::int32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+void Http2Connection::start_stream_app(std::shared_ptr<Http2Stream> s) {
+  asio::co_spawn(executor(), s->run_app(), [s, self = shared_from_this()](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error("HTTP/2 stream failed: {}", ex.what());
+    }
+  });
+}
+
+int Http2Connection::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  auto s = std::make_shared<Http2Stream>(*c, f->hd.stream_id);
+  nghttp2_session_set_stream_user_data(c->session_, f->hd.stream_id, s.get());
+  c->streams_[f->hd.stream_id] = std::move(s);
+  return 0;
+}
+
+int Http2Connection::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
+                               size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                               void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (auto s = c->stream_of(f->hd.stream_id))
+    s->on_header({reinterpret_cast<const char*>(name), namelen},
+                 {reinterpret_cast<const char*>(value), valuelen});
+  return 0;
+}
+
+int Http2Connection::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  auto s = c->stream_of(f->hd.stream_id);
+  if (!s) return 0;
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) s->on_end_stream();
+    c->start_stream_app(s);
+  } else if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+             (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    s->on_end_stream();  // the last DATA, or trailers (which ASGI does not carry)
+  }
+  return 0;
+}
+
+int Http2Connection::on_data_chunk(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data,
+                                   size_t len, void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  if (auto s = c->stream_of(id))
+    s->on_data({reinterpret_cast<const char*>(data), len});
+  else
+    nghttp2_session_consume(c->session_, id, len);  // nobody will read it
+  return 0;
+}
+
+int Http2Connection::on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code,
+                                     void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  if (auto s = c->stream_of(id)) {
+    s->on_close(error_code);
+    c->forget(id);
+  }
+  return 0;
+}
+
+// --- a stream -------------------------------------------------------------------------
+
+Http2Stream::Http2Stream(Http2Connection& c, std::int32_t id)
+    : c_(c), id_(id), wake_(c.executor()) {}
+
+void Http2Stream::on_header(std::string_view name, std::string_view value) {
+  header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 section 6.5.2
+  // nghttp2 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: an HPACK
+  // bomb would grow this list without bound. Past the limit, keep nothing and answer 431.
+  if (header_bytes_ > static_cast<size_t>(c_.worker().config().http2_max_header_list_size)) {
+    headers_too_large_ = true;
+    fields_.clear();
+    return;
+  }
+  if (headers_too_large_) return;
+  if (name == ":method")
+    method_ = value;
+  else if (name == ":scheme")
+    scheme_ = value;
+  else if (name == ":authority")
+    authority_ = value;
+  else if (name == ":path")
+    path_ = value;
+  else if (!name.starts_with(':'))
+    fields_.emplace_back(name, value);
+}
+
+void Http2Stream::set_upgraded(const UpgradedRequest& r) {
+  method_ = r.method;
+  path_ = r.target;
+  scheme_ = "http";
+  for (const auto& [name, value] : r.headers)
+    if (!is_connection_specific(name)) fields_.emplace_back(name, value);
+  body_in_ = r.body;
+  end_stream_ = true;
+}
+
+bool Http2Stream::build_scope() {
+  headers_.clear();
+  bool has_host = false;
+  for (const auto& [name, value] : fields_) {
+    headers_.push_back({name, value});
+    has_host = has_host || name == "host";
+  }
+  // ASGI apps look for Host; HTTP/2 carries it as :authority.
+  if (!has_host && !authority_.empty()) headers_.push_back({"host", authority_});
+  std::string_view target = path_;
+  auto q = target.find('?');
+  scope_.type = ScopeType::http;
+  scope_.http_version = "2";
+  scope_.method = method_;
+  scope_.scheme = scheme_.empty() ? std::string_view(c_.listener().scheme) : scheme_;
+  scope_.raw_path = target.substr(0, q);
+  scope_.query_string = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+  scope_.root_path = c_.worker().config().root_path;
+  scope_.headers = headers_;
+  scope_.client = c_.client();
+  if (!c_.listener().is_unix)
+    scope_.server = {c_.listener().server_host, c_.listener().server_port};
+  scope_.state = c_.worker().state();
+  if (scope_.raw_path.find('%') == std::string_view::npos) {
+    scope_.path = scope_.raw_path;
+    return true;
+  }
+  if (!tricorn::http1::percent_decode(scope_.raw_path, decoded_path_)) return false;
+  scope_.path = decoded_path_;
+  return true;
+}
+
+asio::awaitable<void> Http2Stream::run_app() {
+  if (closed_) co_return;  // reset before it started: nothing to do (Rapid Reset)
+  if (headers_too_large_) {
+    respond_simple(431);
+    co_return;
+  }
+  if (!build_scope()) {
+    respond_simple(400);
+    co_return;
+  }
+  auto outcome = co_await call_app(c_.worker().app(), scope_, *this, *this);
+  c_.worker().on_request_done();
+  if (outcome.client_gone || closed_) co_return;
+  if (!outcome.failure.empty() || response_ != Response::complete) {
+    if (outcome.failure.empty())
+      outcome.failure = response_ == Response::none
+                            ? "the app returned without a response"
+                            : "the app returned before the response was complete";
+    log_app_failure(scope_, path_, outcome.failure);
+    if (response_ == Response::none || response_ == Response::started)
+      respond_simple(500);
+    else
+      reset(NGHTTP2_INTERNAL_ERROR);
+  }
+  // A request body the app never read: stop the client sending it.
+  if (!end_stream_ && !closed_) reset(NGHTTP2_NO_ERROR);
+}
+
+asio::awaitable<void> Http2Stream::wait() {
+  wake_.expires_at(Clock::time_point::max());
+  co_await wake_.async_wait(use_nothrow);
+}
+
+// --- Receive ----------------------------------------------------------------------------
+
+asio::awaitable<ReceiveEvent> Http2Stream::operator()() {
+  // What the app took last time is consumed now: only now may the client send more.
+  if (delivered_ > 0) {
+    body_in_.erase(0, delivered_);
+    if (c_.open() && !closed_) {
+      nghttp2_session_consume(c_.session(), id_, delivered_);
+      c_.wake_writer();
+    }
+    delivered_ = 0;
+  }
+  for (;;) {
+    if (closed_ && !(end_stream_ && !end_delivered_)) co_return HttpDisconnect{};
+    if (response_ == Response::complete) co_return HttpDisconnect{};
+    if (!body_in_.empty()) {
+      delivered_ = body_in_.size();
+      bool more = !end_stream_;
+      if (!more) end_delivered_ = true;
+      co_return HttpRequest{body_in_, more};
+    }
+    if (end_stream_ && !end_delivered_) {
+      end_delivered_ = true;
+      co_return HttpRequest{{}, false};
+    }
+    co_await wait();  // data, the end of the stream, a reset, or the response completing
+  }
+}
+
+// --- Send -------------------------------------------------------------------------------
+
+asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
+  if (closed_ || !c_.open()) throw ClientGone("stream closed");
+  if (auto* start = std::get_if<HttpResponseStart>(&event))
+    start_response(*start);
+  else if (auto* body = std::get_if<HttpResponseBody>(&event))
+    co_await send_body(*body);
+  else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event))
+    send_trailers(*trailers);
+  else
+    throw ProtocolError("lifespan message sent in an http scope");
+}
+
+void Http2Stream::start_response(const HttpResponseStart& start) {
+  if (response_ != Response::none) throw ProtocolError("http.response.start sent twice");
+  if (start.status < 200 || start.status > 599)
+    throw ProtocolError(fmt::format("invalid status {}", start.status));
+  status_ = start.status;
+  trailers_expected_ = start.trailers;
+  response_fields_.clear();
+  bool has_date = false, has_server = false;
+  for (const auto& h : start.headers) {
+    if (!tricorn::http1::is_token(h.name) ||
+        h.value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+      throw ProtocolError(fmt::format("invalid response header '{}'", h.name));
+    if (is_connection_specific(h.name)) continue;
+    std::string name(h.name);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+    has_date = has_date || name == "date";
+    has_server = has_server || name == "server";
+    response_fields_.emplace_back(std::move(name), h.value);
+  }
+  if (!has_date) response_fields_.emplace_back("date", c_.worker().http_date());
+  if (!has_server) response_fields_.emplace_back("server", "tricorn");
+  response_ = Response::started;
+}
+
+void Http2Stream::submit_response(bool end_stream) {
+  auto status = std::to_string(status_);
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(response_fields_.size() + 1);
+  nva.push_back(make_nv(":status", status));
+  for (const auto& [name, value] : response_fields_) nva.push_back(make_nv(name, value));
+  nghttp2_data_provider provider{};
+  provider.source.ptr = this;
+  provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length,
+                              uint32_t* flags, nghttp2_data_source* source, void*) -> ssize_t {
+    return static_cast<Http2Stream*>(source->ptr)->read_body(buf, length, flags);
+  };
+  nghttp2_submit_response(c_.session(), id_, nva.data(), nva.size(),
+                          end_stream ? nullptr : &provider);
+  response_ = Response::submitted;
+}
+
+asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
+  if (response_ == Response::none)
+    throw ProtocolError("http.response.body sent before http.response.start");
+  if (response_ == Response::body_done || response_ == Response::complete)
+    throw ProtocolError("http.response.body sent after the response body was complete");
+  const bool bodyless = method_ == "HEAD" || status_ == 204 || status_ == 304;
+  const bool last = !body.more_body;
+  if (response_ == Response::started) {
+    if (last && !trailers_expected_ && !bodyless) {
+      bool has_length = std::any_of(response_fields_.begin(), response_fields_.end(),
+                                    [](const auto& f) { return f.first == "content-length"; });
+      if (!has_length)
+        response_fields_.emplace_back("content-length", std::to_string(body.body.size()));
+    }
+    bool headers_only = last && !trailers_expected_ && (bodyless || body.body.empty());
+    submit_response(headers_only);
+    if (headers_only) {
+      response_ = Response::complete;
+      c_.wake_writer();
+      wake();
+      co_return;
+    }
+  }
+  if (!bodyless) body_out_.append(body.body);
+  if (last) {
+    body_out_eof_ = true;
+    response_ = trailers_expected_ ? Response::body_done : Response::complete;
+  }
+  if (deferred_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(c_.session(), id_);
+  }
+  c_.wake_writer();
+  if (last) co_return;
+  // Backpressure: the app waits while the client (or its window) holds the data back.
+  while (body_out_.size() - body_out_pos_ > kSendWatermark) {
+    if (closed_ || !c_.open()) throw ClientGone("stream closed");
+    co_await wait();
+  }
+}
+
+void Http2Stream::send_trailers(const HttpResponseTrailers& trailers) {
+  if (response_ != Response::body_done || !trailers_expected_)
+    throw ProtocolError("http.response.trailers without trailers: true and a complete body");
+  for (const auto& h : trailers.headers) {
+    std::string name(h.name);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+    trailer_fields_.emplace_back(std::move(name), h.value);
+  }
+  if (trailers.more_trailers) return;
+  trailers_ready_ = true;
+  response_ = Response::complete;
+  if (deferred_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(c_.session(), id_);
+  }
+  c_.wake_writer();
+}
+
+// nghttp2 pulls the response body from here as the peer's window allows.
+ssize_t Http2Stream::read_body(uint8_t* buf, size_t length, uint32_t* flags) {
+  size_t available = body_out_.size() - body_out_pos_;
+  size_t n = std::min(available, length);
+  std::memcpy(buf, body_out_.data() + body_out_pos_, n);
+  body_out_pos_ += n;
+  if (body_out_pos_ == body_out_.size()) {
+    body_out_.clear();
+    body_out_pos_ = 0;
+  }
+  if (n > 0) wake();  // an app waiting on backpressure may go on
+  bool drained = body_out_.empty();
+  if (drained && body_out_eof_) {
+    if (trailers_expected_ && !trailers_ready_) {
+      if (n > 0) return static_cast<ssize_t>(n);
+      deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (trailers_expected_) {
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      std::vector<nghttp2_nv> nva;
+      for (const auto& [name, value] : trailer_fields_) nva.push_back(make_nv(name, value));
+      nghttp2_submit_trailer(c_.session(), id_, nva.data(), nva.size());
+    }
+    return static_cast<ssize_t>(n);
+  }
+  if (n == 0) {
+    deferred_ = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return static_cast<ssize_t>(n);
+}
+
+void Http2Stream::reset(std::uint32_t error_code) {
+  if (closed_ || !c_.open()) return;
+  nghttp2_submit_rst_stream(c_.session(), NGHTTP2_FLAG_NONE, id_, error_code);
+  c_.wake_writer();
+}
+
+void Http2Stream::respond_simple(int status) {
+  if (closed_ || !c_.open()) return;
+  response_fields_.clear();
+  response_fields_.emplace_back("content-type", "text/plain; charset=utf-8");
+  response_fields_.emplace_back("date", c_.worker().http_date());
+  response_fields_.emplace_back("server", "tricorn");
+  status_ = status;
+  trailers_expected_ = false;
+  body_out_ = fmt::format("{}\n", status);
+  body_out_pos_ = 0;
+  body_out_eof_ = true;
+  response_fields_.emplace_back("content-length", std::to_string(body_out_.size()));
+  submit_response(false);
+  response_ = Response::complete;
+  c_.wake_writer();
+}
+
+}  // namespace
+
+void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener,
+                      std::string received, std::unique_ptr<UpgradedRequest> upgraded) {
+  auto c = std::make_shared<Http2Connection>(worker, std::move(stream), listener);
+  asio::co_spawn(c->executor(), c->run(std::move(received), std::move(upgraded)),
+                 [c](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     log::error("HTTP/2 connection closed on an error: {}", ex.what());
+                   }
+                 });
+}
+
+bool decode_base64url(std::string_view in, std::string& out) {
+  out.clear();
+  unsigned buffer = 0;
+  int bits = 0;
+  for (char ch : in) {
+    int v;
+    if (ch >= 'A' && ch <= 'Z')
+      v = ch - 'A';
+    else if (ch >= 'a' && ch <= 'z')
+      v = ch - 'a' + 26;
+    else if (ch >= '0' && ch <= '9')
+      v = ch - '0' + 52;
+    else if (ch == '-' || ch == '+')
+      v = 62;
+    else if (ch == '_' || ch == '/')
+      v = 63;
+    else if (ch == '=')
+      break;
+    else
+      return false;
+    buffer = (buffer << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+    }
+  }
+  return true;
+}
+
+}  // namespace tricorn::worker::http2
