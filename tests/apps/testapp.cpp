@@ -88,6 +88,25 @@ asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
   } else if (path == "/length") {
     auto body = co_await read_body(receive);
     co_await reply(send, 200, std::to_string(body.size()));
+  } else if (path == "/slow-echo") {
+    // A deliberately slow consumer: each piece is held for a while before the next
+    // receive(), so the client must be held back by flow control.
+    int ms = query_int(scope.query_string, "ms", 2);
+    co_await send(HttpResponseStart{200, {}});
+    for (;;) {
+      auto event = co_await receive();
+      auto* r = std::get_if<HttpRequest>(&event);
+      if (!r) co_return;
+      co_await send(HttpResponseBody{r->body, r->more_body});
+      if (!r->more_body) break;
+      co_await sleep_ms(ms);
+    }
+  } else if (path == "/trailers") {
+    static constexpr Header trailers[] = {{"x-checksum", "abc123"}};
+    co_await send(HttpResponseStart{200, {}, true});
+    co_await send(HttpResponseBody{"body", true});
+    co_await send(HttpResponseBody{"-end", false});
+    co_await send(tricorn::HttpResponseTrailers{trailers});
   } else if (path == "/ignore-body") {
     co_await reply(send, 200, "ignored");
   } else if (path == "/chunks") {

@@ -212,3 +212,68 @@ def test_socket_activation(start_server, tmpdir_path):
         if proc.poll() is None:
             proc.kill()
         notify.close()
+
+
+def h2_client_loop(port, stop, stats):
+    """An HTTP/2 client as RFC 9113 section 6.8 expects one: on GOAWAY it lets the streams
+    the server will still process finish, and opens a new connection for the next
+    requests. Raw frames: python3-h2 4.1 refuses responses that arrive after a GOAWAY.
+    Every stream that does not end in a 200 (reset, cut off) is a failure."""
+    from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
+    from h2frames import RawH2
+
+    while not stop.is_set():
+        c = RawH2(port)
+        next_id, open_streams, last_allowed = 1, {}, None
+        while True:
+            while last_allowed is None and not stop.is_set() and len(open_streams) < 8:
+                c.send(c.request(next_id, "/"))
+                open_streams[next_id] = None
+                next_id += 2
+            if not open_streams:
+                break
+            frames = c.frames(lambda f: True, timeout=10)
+            if not frames:
+                stats["failed"] += len(open_streams)  # cut off (or silent) with streams open
+                break
+            for f in frames:
+                if isinstance(f, HeadersFrame) and f.stream_id in open_streams:
+                    open_streams[f.stream_id] = dict(f.decoded).get(":status")
+                if isinstance(f, DataFrame) and f.data:
+                    c.send(WindowUpdateFrame(0, window_increment=len(f.data)))
+                if isinstance(f, RstStreamFrame) and f.stream_id in open_streams:
+                    open_streams.pop(f.stream_id)
+                    stats["failed"] += 1
+                elif f.stream_id in open_streams and "END_STREAM" in f.flags:
+                    ok = open_streams.pop(f.stream_id) == "200"
+                    stats["ok" if ok else "failed"] += 1
+                if isinstance(f, GoAwayFrame):
+                    last_allowed = f.last_stream_id
+                    for sid in [s for s in open_streams if s > last_allowed]:
+                        open_streams.pop(sid)  # never processed: safe to retry
+                        stats["retried"] += 1
+        c.close()
+        if last_allowed is not None:
+            stats["reconnects"] += 1
+
+
+def test_http2_streams_survive_reloads(start_server):
+    s = start_server("-w", "2")
+    stop = threading.Event()
+    stats = {"ok": 0, "failed": 0, "retried": 0, "reconnects": 0}
+    threads = [threading.Thread(target=h2_client_loop, args=(s.port, stop, stats)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: stats["ok"] > 100, what="HTTP/2 responses")
+    for _ in range(5):
+        s.signal(signal.SIGHUP)
+        s.notify.wait_for("READY=1")
+        time.sleep(1)  # the test's pace
+    stop.set()
+    for t in threads:
+        t.join(30)
+    print(f"\nHTTP/2 across 5 reloads: {stats}")
+    assert stats["failed"] == 0, stats
+    assert stats["retried"] == 0, stats  # the two-step GOAWAY leaves nothing unprocessed
+    assert stats["reconnects"] >= 4, stats
+    assert stats["ok"] > 1000, stats

@@ -36,6 +36,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kReadBuffer = 16 * 1024;
 constexpr size_t kSendWatermark = 64 * 1024;  // an app's send() waits above this
 constexpr auto kShutdownNoticeDelay = 1s;     // between the GOAWAY notice and the final one
+constexpr auto kLingerTime = 2s;
 
 Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -270,6 +271,14 @@ asio::awaitable<void> Http2Connection::run(std::string received,
     writer_exit_.expires_at(Clock::time_point::max());
     co_await writer_exit_.async_wait(use_nothrow);
   }
+  // Lingering close: the writer has shut our side down; read until the peer closes (or
+  // briefly) so unread input does not turn into a reset that destroys the GOAWAY.
+  idle_watchdog_.set(Clock::now() + kLingerTime, shared_from_this());
+  for (size_t total = 0; total < kReadBuffer * 64;) {
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf.get(), kReadBuffer));
+    if (ec) break;
+    total += n;
+  }
 }
 
 bool Http2Connection::create_session() {
@@ -314,10 +323,18 @@ bool Http2Connection::feed(const char* data, size_t size) {
   auto rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data), size);
   wake_writer();
   if (rv < 0) {
-    // Fatal for the connection (bad preface, a flood): nghttp2 has queued a GOAWAY
-    // where one is due; flush it and close.
+    // Fatal for the connection. nghttp2 leaves the GOAWAY to us: floods get
+    // ENHANCE_YOUR_CALM, anything else PROTOCOL_ERROR; the writer flushes it.
+    int code = rv == NGHTTP2_ERR_FLOODED
+#ifdef TRICORN_HAVE_MAX_CONTINUATIONS
+                       || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+#endif
+                   ? NGHTTP2_ENHANCE_YOUR_CALM
+                   : NGHTTP2_PROTOCOL_ERROR;
+    if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC) nghttp2_session_terminate_session(session_, code);
     log::debug("HTTP/2 connection from {} closed: {}", client_.host,
                nghttp2_strerror(static_cast<int>(rv)));
+    wake_writer();
     return false;
   }
   return true;
