@@ -4,6 +4,7 @@
 
 #include "common/listener.hpp"
 #include "config/config.hpp"
+#include "worker/buffer_pool.hpp"
 
 #include <tricorn/app.hpp>
 
@@ -57,6 +58,7 @@ class Worker {
   const std::shared_ptr<std::any>& state() const { return state_; }
   bool draining() const { return draining_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
+  BufferPool& buffers() { return buffers_; }
   void track(Connection* c);
   void untrack(Connection* c);
   void on_request_done();
@@ -77,6 +79,7 @@ class Worker {
   asio::io_context io_{1};
   const AppEntry* app_ = nullptr;
   std::shared_ptr<std::any> state_;
+  BufferPool buffers_;
   std::unique_ptr<asio::ssl::context> tls_;  // set when certfile/keyfile are
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   Connection* connections_ = nullptr;

@@ -46,7 +46,7 @@ using tricorn::http1::RequestHead;
 using tricorn::http1::ScanState;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kInitialBuffer = 8 * 1024;
+constexpr size_t kInitialBuffer = BufferPool::kSize;
 constexpr size_t kBodyRoom = 8 * 1024;       // free space kept after a head for body reads
 constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
 constexpr size_t kCopyLimit = 16 * 1024;
@@ -175,6 +175,8 @@ class Http1Connection final : public worker::Connection,
 
   // Buffer management.
   bool make_room_for_head();
+  void release_buffer();
+  asio::awaitable<bool> wait_for_next_request();
   void make_room_for_body();
   void rebase_head(const char* old_base, const char* new_base);
 
@@ -239,6 +241,7 @@ asio::awaitable<void> Http1Connection::run() {
     ~Finish() {
       c->finished_ = true;
       c->watchdog_.stop();
+      c->release_buffer();
       c->worker_.untrack(c);
     }
   } finish{this};
@@ -284,6 +287,7 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
       }
     }
     bool idle = begin_ == end_;
+    if (idle && !co_await wait_for_next_request()) co_return Next::close;
     if (!make_room_for_head()) {
       co_await respond_error(431, "request head too large");
       co_return Next::close;
@@ -469,7 +473,7 @@ asio::awaitable<void> Http1Connection::linger_close() {
   if (ec) co_return;
   begin_ = end_ = 0;
   if (!buf_) {
-    buf_ = std::make_unique<char[]>(kInitialBuffer);
+    buf_ = worker_.buffers().take();
     cap_ = kInitialBuffer;
   }
   set_deadline(Wait::linger);
@@ -559,9 +563,31 @@ void Http1Connection::on_drain() {
 
 // --- buffer -------------------------------------------------------------------------
 
+// Between requests the connection gives its buffer back and waits for readability,
+// so an idle keep-alive connection holds no buffer. (Not over TLS: OpenSSL may hold
+// decrypted bytes the socket no longer shows as readable.)
+asio::awaitable<bool> Http1Connection::wait_for_next_request() {
+  if (stream_.is_tls()) co_return true;
+  co_await flush();
+  release_buffer();
+  waiting_idle_ = true;
+  set_deadline(Wait::idle);
+  auto [ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
+  watchdog_.clear();
+  waiting_idle_ = false;
+  co_return !ec;
+}
+
+void Http1Connection::release_buffer() {
+  if (!buf_) return;
+  if (cap_ == kInitialBuffer) worker_.buffers().give(std::move(buf_));
+  buf_.reset();  // a buffer grown for a large head goes back to the heap
+  cap_ = begin_ = end_ = 0;
+}
+
 bool Http1Connection::make_room_for_head() {
   if (!buf_) {
-    buf_ = std::make_unique<char[]>(kInitialBuffer);
+    buf_ = worker_.buffers().take();
     cap_ = kInitialBuffer;
   }
   if (end_ < cap_) return true;
