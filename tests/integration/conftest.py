@@ -93,7 +93,8 @@ class Server:
         ):
             cmd += ["-b", "127.0.0.1:0"]
         cmd += list(args)
-        cmd.append(str(app or TESTAPP))
+        if app is not False:  # False: the app comes from the YAML file
+            cmd.append(str(app or TESTAPP))
         full_env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
         full_env.pop("WEB_CONCURRENCY", None)
         full_env.update(env or {})

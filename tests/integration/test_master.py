@@ -265,3 +265,50 @@ def test_hup_with_a_broken_config_changes_nothing(start_server, tmpdir_path):
     Path(s.config_path).write_text("workers: 3\n")
     s.signal(signal.SIGHUP)
     s.wait_workers(3, exclude=old)
+
+
+def test_hup_whose_workers_cannot_boot_keeps_the_old_generation(start_server):
+    s = start_server(config=f"workers: 2\napp: '{TESTAPP}'\n", app=False)
+    old = s.wait_workers(2)
+    Path(s.config_path).write_text(f"workers: 2\napp: '{TESTAPP}:no_such_app'\n")
+    s.signal(signal.SIGHUP)
+    s.wait_log(r"Reload failed, keeping generation 1: a new worker failed to boot: app .* has no symbol 'no_such_app'")
+    s.notify.wait_for("READY=1")
+    wait_until(lambda: s.workers() == old, what="only the old workers to remain")
+    assert get(s.port) == (200, b"Hello, World!")
+    # The next good reload goes through.
+    Path(s.config_path).write_text(f"workers: 2\napp: '{TESTAPP}'\n")
+    s.signal(signal.SIGHUP)
+    s.wait_workers(2, exclude=old)
+
+
+def test_hup_opens_added_binds_and_closes_removed_ones(start_server, tmpdir_path):
+    sock_path = Path(tmpdir_path, "added.sock")
+    s = start_server(config="workers: 1\nbind: '127.0.0.1:0'\n")
+    Path(s.config_path).write_text(f"workers: 1\nbind: ['127.0.0.1:0', 'unix:{sock_path}']\n")
+    s.signal(signal.SIGHUP)
+    s.wait_log("Reload complete: generation 2")
+    out = subprocess.run(["curl", "-sS", "--unix-socket", str(sock_path), "http://x/"],
+                         capture_output=True, timeout=10).stdout
+    assert out == b"Hello, World!"
+    Path(s.config_path).write_text("workers: 1\nbind: '127.0.0.1:0'\n")
+    s.signal(signal.SIGHUP)
+    s.wait_log(rf"Closing removed bind unix:{sock_path}")
+    assert not sock_path.exists()
+
+
+def test_a_draining_worker_answers_keep_alive_with_connection_close(start_server):
+    s = start_server("-w", "1", "--keep-alive", "5", "--graceful-timeout", "10")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        def exchange():
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"Hello, World!"):
+                data += c.recv(4096)
+            return data.split(b"\r\n\r\n")[0].lower()
+        assert b"connection: close" not in exchange()
+        s.signal(signal.SIGTERM)
+        s.wait_log("Worker draining")
+        assert b"connection: close" in exchange()  # served in the drain window, then closed
+        assert c.recv(4096) == b""
+    assert s.proc.wait(15) == 0
