@@ -76,7 +76,9 @@ class Worker {
   void stop_if_drained();
 
   Params params_;
-  asio::io_context io_{1};
+  // One thread, no async resolve, the only io_context with a signal_set in the
+  // process: the conditions under which Asio may skip all its locking.
+  asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   const AppEntry* app_ = nullptr;
   std::shared_ptr<std::any> state_;
   BufferPool buffers_;

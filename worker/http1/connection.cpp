@@ -23,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +166,7 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<void> finish_response();
   asio::awaitable<void> respond_error(int status, std::string_view reason);
   asio::awaitable<void> linger_close();
+  bool needs_linger();
   bool build_scope();
   void reset_request_state();
 
@@ -195,7 +197,9 @@ class Http1Connection final : public worker::Connection,
   const ListenerInfo& listener_;
   Watchdog watchdog_;
   bool finished_ = false;
-  bool handed_off_ = false;  // the stream now belongs to an HTTP/2 connection
+  bool handed_off_ = false;          // the stream now belongs to an HTTP/2 connection
+  bool peer_closed_ = false;         // a read saw EOF
+  bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
   Limits limits_;
 
@@ -265,7 +269,18 @@ asio::awaitable<void> Http1Connection::run() {
   }
   if (handed_off_) co_return;
   co_await flush();
-  co_await linger_close();
+  if (needs_linger()) co_await linger_close();
+}
+
+// A lingering close protects a response from the reset that unread input would cause.
+// It is not needed when the client asked to close and nothing of it is left unread:
+// the client will send nothing more, and waiting for its FIN costs a loop turn per
+// connection.
+bool Http1Connection::needs_linger() {
+  if (peer_closed_) return false;
+  if (!client_asked_close_ || !body_done_ || body_pos_ < end_) return true;
+  int pending = 0;
+  return ::ioctl(stream_.native_handle(), FIONREAD, &pending) != 0 || pending > 0;
 }
 
 // Reads until a whole request head is buffered (or the HTTP/2 preface, on a
@@ -273,6 +288,7 @@ asio::awaitable<void> Http1Connection::run() {
 // timed out, or answered with an error).
 asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
   scan_ = {};
+  client_asked_close_ = false;
   for (;;) {
     bool preface_complete = false;
     if (requests_ == 0 && starts_with_preface(preface_complete)) {
@@ -371,6 +387,7 @@ std::string_view Http1Connection::scope_header(std::string_view name) const {
 }
 
 void Http1Connection::reset_request_state() {
+  client_asked_close_ = !head_.keep_alive;
   keep_alive_ = head_.keep_alive && worker_.config().keepalive > 0;
   body_done_ = head_.body == BodyKind::none;
   continue_sent_ = false;
@@ -537,6 +554,7 @@ asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
   set_deadline(wait);
   auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, cap_ - end_));
   watchdog_.clear();
+  if (ec == asio::error::eof) peer_closed_ = true;
   if (ec) co_return 0;
   end_ += n;
   co_return n;
