@@ -10,8 +10,9 @@
 namespace tricorn::config {
 namespace {
 
-using Field = std::variant<int Config::*, double Config::*, bool Config::*, std::string Config::*,
-                           std::vector<std::string> Config::*, LogLevel Config::*>;
+using Field =
+    std::variant<int Config::*, double Config::*, bool Config::*, std::string Config::*,
+                 std::vector<std::string> Config::*, LogLevel Config::*, std::uint64_t Config::*>;
 
 // Every setting, once. Names and defaults follow Gunicorn where it has the setting.
 struct Setting {
@@ -71,6 +72,20 @@ const Setting kSettings[] = {
     {"limit_request_field_size", "limit-request-field-size", 0, "",
      &Config::limit_request_field_size, "8190",
      "Maximum bytes of one header field line; larger gets 431.", kReloadNew},
+    {"limit_request_body", "limit-request-body", 0, "", &Config::limit_request_body, "0",
+     "Maximum bytes of a request body; larger gets 413. 0 means no limit (Gunicorn and "
+     "Uvicorn have none).",
+     kReloadNew},
+    {"worker_connections", "worker-connections", 0, "", &Config::worker_connections, "1000",
+     "Connections one worker serves at once; at the cap it stops accepting (connections wait "
+     "in the listen queue for another worker) and resumes below it.",
+     kReloadNew},
+    {"user", "user", 'u', "", &Config::user, "",
+     "Run workers as this user (name or id). The master keeps its privileges to bind.", kReloadNew},
+    {"group", "group", 'g', "", &Config::group, "",
+     "Run workers as this group (name or id); supplementary groups are cleared.", kReloadNew},
+    {"umask", "umask", 'm', "", &Config::umask, "0", "File mode creation mask of the workers.",
+     kReloadNew},
     {"preload_app", "preload", 0, "", &Config::preload_app, "false",
      "Load the app in the master before forking. New app code then needs a binary upgrade "
      "(USR2) instead of a HUP.",
@@ -151,8 +166,18 @@ struct Assign {
   }
   void operator()(int Config::*m) const {
     int v = 0;
+    // umask is octal, as in Gunicorn: "0o22", "022" or "0".
+    std::string_view digits = text;
+    int base = setting.key == "umask" ? 8 : 10;
+    if (base == 8 && digits.starts_with("0o")) digits.remove_prefix(2);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, base);
+    if (ec != std::errc{} || end != digits.data() + digits.size()) fail("an integer");
+    config.*m = v;
+  }
+  void operator()(std::uint64_t Config::*m) const {
+    std::uint64_t v = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size()) fail("an integer");
+    if (ec != std::errc{} || end != text.data() + text.size()) fail("a number of bytes");
     config.*m = v;
   }
   void operator()(double Config::*m) const {
@@ -285,6 +310,8 @@ void validate(const Config& c) {
   require(c.http2_max_header_list_size >= 1024, "http2_max_header_list_size",
           "must be at least 1024");
   require(c.http2_idle_timeout > 0, "http2_idle_timeout", "must be positive");
+  require(c.worker_connections >= 1, "worker_connections", "must be at least 1");
+  require(c.umask >= 0 && c.umask <= 0777, "umask", "must be between 0 and 0777");
   require(c.certfile.empty() == c.keyfile.empty(), c.certfile.empty() ? "certfile" : "keyfile",
           "certfile and keyfile go together");
 }

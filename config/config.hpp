@@ -40,6 +40,11 @@ struct Config {
   std::string access_log_format;
   std::string pidfile;
   std::string root_path;
+  std::uint64_t limit_request_body = 0;  // 0: no limit
+  int worker_connections = 1000;
+  std::string user;
+  std::string group;
+  int umask = 0;
   std::string certfile;
   std::string keyfile;
   int http2_max_concurrent_streams = 100;

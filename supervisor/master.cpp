@@ -137,6 +137,8 @@ int Master::run() {
   log::info("Starting tricorn {}", TRICORN_VERSION);
   for (const auto& l : listeners_) log::info("Listening at: http://{} ({})", l.name(), ::getpid());
   log::info("Using app: {}", config.app);
+  if (::geteuid() == 0 && config.user.empty())
+    log::warning("Workers will run as root: set user and group to drop privileges");
 
   while (phase_ == Phase::running || !slots_.empty()) {
     wait_for_events();

@@ -12,14 +12,18 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <ctime>
 
 namespace tricorn::worker {
@@ -101,7 +105,9 @@ int Worker::run() {
 
 bool Worker::load_app() {
   try {
+    // The key is read before privileges go: key files are usually readable by root only.
     if (!config().certfile.empty()) tls_ = make_tls_context(config());
+    if (!drop_privileges()) return false;
     app_ = params_.preloaded_app ? params_.preloaded_app : &load_app_entry();
     return true;
   } catch (const std::exception& e) {
@@ -109,6 +115,45 @@ bool Worker::load_app() {
     control::send(params_.control_fd, control::Type::boot_failed, e.what());
     return false;
   }
+}
+
+// user / group: the master keeps its privileges (to bind, to read new certificates on
+// a HUP); each worker gives them up before it loads the app or accepts anything.
+bool Worker::drop_privileges() {
+  ::umask(static_cast<mode_t>(config().umask));
+  const auto& c = config();
+  if (c.user.empty() && c.group.empty()) return true;
+  auto fail = [&](const std::string& why) {
+    log::error("{}", why);
+    control::send(params_.control_fd, control::Type::boot_failed, why);
+    return false;
+  };
+  uid_t uid = ::getuid();
+  gid_t gid = ::getgid();
+  if (!c.user.empty()) {
+    struct passwd* pw = ::getpwnam(c.user.c_str());
+    if (pw) {
+      uid = pw->pw_uid;
+      if (c.group.empty()) gid = pw->pw_gid;
+    } else if (std::all_of(c.user.begin(), c.user.end(), ::isdigit)) {
+      uid = static_cast<uid_t>(std::stoul(c.user));
+    } else {
+      return fail("no such user: " + c.user);
+    }
+  }
+  if (!c.group.empty()) {
+    struct group* gr = ::getgrnam(c.group.c_str());
+    if (gr)
+      gid = gr->gr_gid;
+    else if (std::all_of(c.group.begin(), c.group.end(), ::isdigit))
+      gid = static_cast<gid_t>(std::stoul(c.group));
+    else
+      return fail("no such group: " + c.group);
+  }
+  if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
+    return fail(
+        fmt::format("cannot switch to user {} group {}: {}", uid, gid, std::strerror(errno)));
+  return true;
 }
 
 const AppEntry& Worker::load_app_entry() {
@@ -125,6 +170,14 @@ void Worker::start_accepting() {
 asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
   asio::steady_timer pause(io_);
   for (;;) {
+    // At worker_connections, stop accepting: the connection stays queued in the shared
+    // socket for a worker with room, instead of being accepted and starved here.
+    while (connection_count_ >= static_cast<size_t>(config().worker_connections) && !draining_) {
+      accept_paused_ = true;
+      accept_resume_.expires_at(std::chrono::steady_clock::time_point::max());
+      co_await accept_resume_.async_wait(use_nothrow);
+    }
+    if (draining_) co_return;
     auto [ec, socket] = co_await a.acceptor.async_accept(use_nothrow);
     // A connection accepted as the drain began is still served (its response will
     // carry Connection: close): dropping it would reset a request.
@@ -241,6 +294,10 @@ void Worker::untrack(Connection* c) {
   if (c->next_) c->next_->prev_ = c->prev_;
   c->prev_ = c->next_ = nullptr;
   --connection_count_;
+  if (accept_paused_ && connection_count_ < static_cast<size_t>(config().worker_connections)) {
+    accept_paused_ = false;
+    accept_resume_.cancel();
+  }
   stop_if_drained();
 }
 

@@ -66,6 +66,7 @@ class Worker {
  private:
   struct Acceptor;
   bool load_app();
+  bool drop_privileges();
   const AppEntry& load_app_entry();
   void start_accepting();
   asio::awaitable<void> accept_loop(Acceptor& acceptor);
@@ -90,6 +91,8 @@ class Worker {
   bool recycle_requested_ = false;
   std::uint64_t requests_served_ = 0;
   asio::steady_timer drain_deadline_{io_};
+  asio::steady_timer accept_resume_{io_};  // acceptors wait here at worker_connections
+  bool accept_paused_ = false;
   std::time_t date_second_ = 0;
   char date_[40] = {};
   size_t date_len_ = 0;

@@ -275,3 +275,14 @@ def test_graceful_stop_finishes_open_streams_and_refuses_new_ones(start_server):
     assert c.closed
     assert status_of(frames + rest, 3) is None
     assert s.proc.wait(15) == 0
+
+
+def test_response_without_reading_the_body_arrives_whole_then_stops_the_upload(server):
+    c = RawH2(server.port)
+    c.send(c.request(1, "/ignore-body", "POST", end_stream=False), c.data(1, b"x" * 10000))
+    frames = c.frames(lambda f: isinstance(f, RstStreamFrame))
+    assert status_of(frames, 1) == 200
+    assert body_of(frames, 1) == b"ignored"
+    ended = [i for i, f in enumerate(frames) if f.stream_id == 1 and "END_STREAM" in f.flags]
+    resets = [(i, f.error_code) for i, f in enumerate(frames) if isinstance(f, RstStreamFrame)]
+    assert len(ended) == 1 and resets == [(resets[0][0], NO_ERROR)] and resets[0][0] > ended[0]

@@ -223,6 +223,7 @@ class Http1Connection final : public worker::Connection,
   bool disconnected_ = false;
   int body_error_status_ = 0;
   std::uint64_t body_remaining_ = 0;
+  std::uint64_t chunked_received_ = 0;
   ChunkedDecoder chunked_;
   Response response_ = Response::none;
   Framing framing_ = Framing::none;
@@ -394,6 +395,7 @@ void Http1Connection::reset_request_state() {
   disconnected_ = false;
   body_error_status_ = 0;
   body_remaining_ = head_.body == BodyKind::length ? head_.content_length : 0;
+  chunked_received_ = 0;
   chunked_.reset();
   response_ = Response::none;
   framing_ = Framing::none;
@@ -414,6 +416,12 @@ asio::awaitable<void> Http1Connection::handle_request() {
     co_await respond_error(400, "malformed percent-encoding in the path");
     co_return;
   }
+  const auto limit = worker_.config().limit_request_body;
+  if (limit && head_.body == BodyKind::length && head_.content_length > limit) {
+    // Refused before the app, and before a client waiting for 100 Continue sends it.
+    co_await respond_error(413, "request body over limit_request_body");
+    co_return;
+  }
   if (wants_h2c_upgrade()) {
     co_await upgrade_to_h2c();
     co_return;
@@ -428,7 +436,7 @@ asio::awaitable<void> Http1Connection::handle_request() {
   } catch (const std::exception& e) {
     failure = e.what();
   }
-  if (!failure.empty() || response_ != Response::complete) {
+  if ((!failure.empty() || response_ != Response::complete) && !body_error_status_) {
     if (failure.empty())
       failure = response_ == Response::none ? "the app returned without a response"
                                             : "the app returned before the response was complete";
@@ -446,7 +454,7 @@ asio::awaitable<void> Http1Connection::finish_response() {
     head_out_.clear();
     response_ = Response::none;
     int status = body_error_status_ ? body_error_status_ : 500;
-    co_await respond_error(status, body_error_status_ ? "malformed request body" : "");
+    co_await respond_error(status, body_error_status_ ? "bad request body" : "");
     keep_alive_ = false;
     co_return;
   }
@@ -690,6 +698,9 @@ asio::awaitable<ReceiveEvent> Http1Connection::receive_body() {
       }
       auto st = chunked_.step(buf_.get() + body_pos_, end_ - body_pos_);
       body_pos_ += st.consumed;
+      chunked_received_ += st.data.size();
+      const auto limit = worker_.config().limit_request_body;
+      if (limit && chunked_received_ > limit) st.error_status = 413;
       if (st.error_status) {
         body_error_status_ = st.error_status;
         keep_alive_ = false;
@@ -736,6 +747,9 @@ asio::awaitable<ReceiveEvent> Http1Connection::wait_for_disconnect() {
 // --- Send ---------------------------------------------------------------------------
 
 asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
+  // The request body was refused (malformed, or over limit_request_body) and the app
+  // was told the client is gone: the server answers with the error, not the app.
+  if (body_error_status_ && response_ == Response::none) co_return;
   if (auto* start = std::get_if<HttpResponseStart>(&event)) {
     start_response(*start);
   } else if (auto* body = std::get_if<HttpResponseBody>(&event)) {

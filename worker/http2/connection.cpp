@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <unordered_map>
 
@@ -75,10 +76,7 @@ class Http2Stream final : public Receive, public Send {
 
   // Called by the connection (from nghttp2 callbacks).
   void on_header(std::string_view name, std::string_view value);
-  void on_data(std::string_view data) {
-    body_in_.append(data);
-    wake();
-  }
+  void on_data(std::string_view data);
   void on_end_stream() {
     end_stream_ = true;
     wake();
@@ -90,6 +88,7 @@ class Http2Stream final : public Receive, public Send {
   }
   ssize_t read_body(uint8_t* buf, size_t length, uint32_t* flags);
   asio::awaitable<void> run_app();
+  void on_response_sent();
   void set_upgraded(const UpgradedRequest& request);
 
   std::int32_t id() const { return id_; }
@@ -119,6 +118,8 @@ class Http2Stream final : public Receive, public Send {
   std::string decoded_path_;
   Scope scope_;
   std::string body_in_;
+  std::uint64_t received_ = 0;
+  bool body_too_large_ = false;
   size_t delivered_ = 0;  // bytes of body_in_ handed to the app, consumed at its next receive
   bool end_stream_ = false;
   bool end_delivered_ = false;
@@ -187,6 +188,7 @@ class Http2Connection final : public worker::Connection,
   static int on_data_chunk(nghttp2_session*, uint8_t flags, int32_t id, const uint8_t* data,
                            size_t len, void* self);
   static int on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code, void* self);
+  static int on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* self);
 
   Worker& worker_;
   Stream stream_;
@@ -289,6 +291,7 @@ bool Http2Connection::create_session() {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
   nghttp2_option* opt;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);  // the app's receive() decides
@@ -455,6 +458,14 @@ int Http2Connection::on_data_chunk(nghttp2_session*, uint8_t, int32_t id, const 
   return 0;
 }
 
+int Http2Connection::on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  auto* c = static_cast<Http2Connection*>(self);
+  if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+      (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if (auto s = c->stream_of(f->hd.stream_id)) s->on_response_sent();
+  return 0;
+}
+
 int Http2Connection::on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code,
                                      void* self) {
   auto* c = static_cast<Http2Connection*>(self);
@@ -490,6 +501,20 @@ void Http2Stream::on_header(std::string_view name, std::string_view value) {
     path_ = value;
   else if (!name.starts_with(':'))
     fields_.emplace_back(name, value);
+}
+
+void Http2Stream::on_data(std::string_view data) {
+  received_ += data.size();
+  const auto limit = c_.worker().config().limit_request_body;
+  if (limit && received_ > limit) {
+    // Over limit_request_body: the app sees the client gone; run_app answers 413 if
+    // nothing was sent, and the stream is reset.
+    body_too_large_ = true;
+    nghttp2_session_consume(c_.session(), id_, data.size());
+  } else {
+    body_in_.append(data);
+  }
+  wake();
 }
 
 void Http2Stream::set_upgraded(const UpgradedRequest& r) {
@@ -544,8 +569,21 @@ asio::awaitable<void> Http2Stream::run_app() {
     respond_simple(400);
     co_return;
   }
+  const auto limit = c_.worker().config().limit_request_body;
+  std::uint64_t declared = 0;
+  for (const auto& h : headers_)
+    if (h.name == "content-length")
+      std::from_chars(h.value.data(), h.value.data() + h.value.size(), declared);
+  if (limit && declared > limit) {
+    respond_simple(413);
+    co_return;
+  }
   auto outcome = co_await call_app(c_.worker().app(), scope_, *this, *this);
   c_.worker().on_request_done();
+  if (body_too_large_ && (response_ == Response::none || response_ == Response::started)) {
+    respond_simple(413);
+    co_return;
+  }
   if (outcome.client_gone || closed_) co_return;
   if (!outcome.failure.empty() || response_ != Response::complete) {
     if (outcome.failure.empty())
@@ -558,8 +596,14 @@ asio::awaitable<void> Http2Stream::run_app() {
     else
       reset(NGHTTP2_INTERNAL_ERROR);
   }
-  // A request body the app never read: stop the client sending it.
-  if (!end_stream_ && !closed_) reset(NGHTTP2_NO_ERROR);
+}
+
+// Called once the frame that ends our side of the stream is sent. A client still
+// sending a body nobody will read is told to stop (RFC 9113 section 8.1), but only now:
+// a RST_STREAM submitted earlier would make nghttp2 drop the queued response.
+void Http2Stream::on_response_sent() {
+  if (!end_stream_ && !closed_)
+    nghttp2_submit_rst_stream(c_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
 }
 
 asio::awaitable<void> Http2Stream::wait() {
@@ -580,6 +624,7 @@ asio::awaitable<ReceiveEvent> Http2Stream::operator()() {
     delivered_ = 0;
   }
   for (;;) {
+    if (body_too_large_) co_return HttpDisconnect{};
     if (closed_ && !(end_stream_ && !end_delivered_)) co_return HttpDisconnect{};
     if (response_ == Response::complete) co_return HttpDisconnect{};
     if (!body_in_.empty()) {
@@ -600,6 +645,7 @@ asio::awaitable<ReceiveEvent> Http2Stream::operator()() {
 
 asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
   if (closed_ || !c_.open()) throw ClientGone("stream closed");
+  if (body_too_large_ && response_ == Response::none) co_return;  // the server answers 413
   if (auto* start = std::get_if<HttpResponseStart>(&event))
     start_response(*start);
   else if (auto* body = std::get_if<HttpResponseBody>(&event))

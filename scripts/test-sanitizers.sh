@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test against a build with AddressSanitizer and UndefinedBehaviorSanitizer.
+# Sanitizer reports go to files (a worker's stderr is not always read by the tests);
+# any report fails the run, whether or not a test noticed the crash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+build=$(realpath -m "${TRICORN_BUILD:-build-asan}")
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTRICORN_SANITIZE=ON >/dev/null
+ninja -C "$build"
+reports=$(mktemp -d)
+export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1:abort_on_error=1"
+export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
+status=0
+"$build/unit_tests" || status=1
+TRICORN_BUILD="$build" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || status=1
+if compgen -G "$reports/*" >/dev/null; then
+  echo "== sanitizer reports"
+  for f in "$reports"/*; do echo "--- $f"; cat "$f"; done
+  status=1
+fi
+exit $status

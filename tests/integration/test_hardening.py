@@ -1,0 +1,103 @@
+"""Hardening: body limits, the per-worker connection cap, least privilege."""
+import socket
+import subprocess
+from pathlib import Path
+
+from conftest import parse_responses, raw_exchange
+from h2frames import RawH2, body_of, ends, status_of
+
+
+def proc_status(pid):
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+
+
+def test_body_over_limit_with_content_length_gets_413(start_server):
+    s = start_server("--limit-request-body", "1000")
+    data, closed = raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"
+                                + b"x" * 1001)
+    assert data.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert closed
+    data, _ = raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                           b"Connection: close\r\n\r\n" + b"y" * 1000)
+    [(status, _, body)] = parse_responses(data)
+    assert (status, body) == (200, b"y" * 1000)
+
+
+def test_body_over_limit_is_refused_before_100_continue(start_server):
+    s = start_server("--limit-request-body", "1000")
+    data, closed = raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                                b"Expect: 100-continue\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 413 ")  # and no 100 Continue before it
+    assert closed
+
+
+def test_chunked_body_over_limit_gets_413(start_server):
+    s = start_server("--limit-request-body", "1000")
+    chunks = b"".join(b"200\r\n" + b"z" * 0x200 + b"\r\n" for _ in range(3)) + b"0\r\n\r\n"
+    data, closed = raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert closed
+
+
+def test_http2_body_over_limit_gets_413(start_server):
+    s = start_server("--limit-request-body", "1000")
+    c = RawH2(s.port)
+    c.send(c.request(1, "/echo", "POST", end_stream=False, extra=[("content-length", "5000")]))
+    assert status_of(c.frames(ends(1)), 1) == 413
+    c.send(c.request(3, "/echo", "POST", end_stream=False), c.data(3, b"a" * 800),
+           c.data(3, b"b" * 800, end_stream=True))
+    assert status_of(c.frames(ends(3)), 3) == 413
+    c.send(c.request(5, "/echo", "POST", end_stream=False), c.data(5, b"ok", end_stream=True))
+    assert body_of(c.frames(ends(5)), 5) == b"ok"
+
+
+def test_worker_stops_accepting_at_worker_connections(start_server):
+    s = start_server("-w", "1", "--worker-connections", "2", "--keep-alive", "30")
+    held = []
+    for _ in range(2):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(4096).endswith(b"Hello, World!")
+        held.append(c)
+    third = socket.create_connection(("127.0.0.1", s.port), timeout=1)
+    third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        third.recv(4096)
+        raise AssertionError("the third connection was served above worker_connections")
+    except socket.timeout:
+        pass  # queued in the listening socket, not refused
+    held.pop().close()  # below the cap: the worker accepts again
+    third.settimeout(5)
+    data = b""
+    while not data.endswith(b"Hello, World!"):
+        chunk = third.recv(4096)
+        assert chunk
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_workers_drop_privileges(start_server):
+    s = start_server("-w", "2", "--user", "nobody", "--group", "nogroup", "--umask", "027")
+    workers = s.wait_workers(2)
+    for pid in workers:
+        st = proc_status(pid)
+        assert st["Uid"].split() == ["65534"] * 4
+        assert st["Gid"].split() == ["65534"] * 4
+        assert st["Groups"].strip() == ""
+        assert st["Umask"].strip() == "0027"
+    assert proc_status(s.proc.pid)["Uid"].split()[0] == "0"  # the master keeps root
+    assert "Workers will run as root" not in s.log()
+    out = subprocess.run(["curl", "-sS", s.url + "/"], capture_output=True, timeout=10).stdout
+    assert out == b"Hello, World!"
+
+
+def test_running_workers_as_root_is_warned_about(start_server):
+    s = start_server("-w", "1")
+    assert "Workers will run as root: set user and group to drop privileges" in s.log()
+
+
+def test_unknown_user_fails_the_boot(start_server):
+    s = start_server("--user", "no-such-user-here", wait_ready=False)
+    assert s.proc.wait(15) == 3
+    assert "Worker failed to boot: no such user: no-such-user-here" in s.log()
