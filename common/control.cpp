@@ -23,7 +23,7 @@ bool send(int fd, Type type, std::string_view text) {
   char buf[kMaxMessage];
   buf[0] = static_cast<char>(type);
   size_t n = std::min(text.size(), kMaxMessage - 1);
-  std::memcpy(buf + 1, text.data(), n);
+  if (n) std::memcpy(buf + 1, text.data(), n);  // an empty view may have a null data()
   ssize_t r;
   do r = ::send(fd, buf, n + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
