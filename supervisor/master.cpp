@@ -438,12 +438,12 @@ void Master::run_worker_process(int control_fd) {
     rng_state_ = rng_state_ * 6364136223846793005ull + 1442695040888963407ull;
     max_requests += static_cast<int>((rng_state_ >> 33) % (c.max_requests_jitter + 1));
   }
-  int code;
-  {
-    worker::Worker w({&c, listeners_, control_fd, current_.id, preloaded_app_, max_requests});
-    code = w.run();
-  }
-  ::_exit(code);
+  // The worker is never destroyed: the process ends right after run(), and tearing
+  // the event loop down would run connection clean-up against members of the worker
+  // already destroyed (ASan showed it). The kernel closes what is left.
+  auto* w =
+      new worker::Worker({&c, listeners_, control_fd, current_.id, preloaded_app_, max_requests});
+  ::_exit(w->run());
 }
 
 void Master::retire_worker(Slot& s, std::string_view why) {
