@@ -14,7 +14,9 @@ import pytest
 from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame
 
 from conftest import wait_until
-from h2frames import (CANCEL, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
+from hyperframe.frame import SettingsFrame
+
+from h2frames import (PREFACE, CANCEL, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
                       INTERNAL_ERROR, NO_ERROR, STREAM_CLOSED, RawH2, body_of, ends, goaways,
                       status_of)
 
@@ -183,8 +185,12 @@ def test_header_list_over_the_limit_gets_431(server):
     assert body_of(c.frames(ends(3)), 3) == b"Hello, World!"
 
 
-def test_continuation_flood_gets_enhance_your_calm(server):
-    c = RawH2(server.port)
+@pytest.mark.parametrize("with_preface", [False, True], ids=["own write", "with the preface"])
+def test_continuation_flood_gets_enhance_your_calm(server, with_preface):
+    # "with the preface": the attack arrives in the very first read, the one the
+    # HTTP/1.1 side hands over (the writer once started only after it was fed).
+    c = RawH2(server.port, preface=not with_preface)
+    first = [PREFACE + SettingsFrame(0).serialize()] if with_preface else []
     h = c.request(1, "/")
     h.flags.discard("END_HEADERS")
     conts = []
@@ -192,7 +198,7 @@ def test_continuation_flood_gets_enhance_your_calm(server):
         f = ContinuationFrame(1)
         f.data = b""
         conts.append(f)
-    c.send(h, *conts)
+    c.send(*first, h, *conts)  # one write
     frames = c.frames(lambda f: isinstance(f, GoAwayFrame))
     assert goaways(frames) == [(1, ENHANCE_YOUR_CALM)]
     assert c.wait_closed()

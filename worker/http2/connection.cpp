@@ -244,14 +244,16 @@ asio::awaitable<void> Http2Connection::run(std::string received,
     nghttp2_session_set_stream_user_data(session_, 1, s.get());
     start_stream_app(s);
   }
-  if (!feed(received.data(), received.size())) co_return;
-  if (worker_.draining()) on_drain();
+  // The writer runs before the first bytes are fed: if they already hold an attack,
+  // the GOAWAY they earn must still be written.
   writer_done_ = false;
   asio::co_spawn(executor(), write_loop(), [self = shared_from_this()](std::exception_ptr) {});
+  bool healthy = feed(received.data(), received.size());
+  if (healthy && worker_.draining()) on_drain();
   wake_writer();
 
   auto buf = std::make_unique<char[]>(kReadBuffer);
-  while (!closing_ &&
+  while (healthy && !closing_ &&
          (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_))) {
     update_idle_deadline();
     auto [ec, n] = co_await stream_.read_some(asio::buffer(buf.get(), kReadBuffer));
