@@ -5,6 +5,9 @@
 #pragma once
 
 #include "common/log.hpp"
+#include "worker/http1/parser.hpp"
+
+#include <fmt/format.h>
 
 #include <tricorn/app.hpp>
 
@@ -33,6 +36,21 @@ inline asio::awaitable<AppOutcome> call_app(const AppEntry& app, Scope& scope, R
     outcome.failure = e.what();
   }
   co_return outcome;
+}
+
+// ASGI's rules for what an app sends, the same for every protocol: a final status, and
+// fields whose names are tokens and whose values cannot split a message.
+inline void check_fields(std::span<const Header> fields, std::string_view what) {
+  for (const auto& h : fields)
+    if (!tricorn::http1::is_token(h.name) ||
+        h.value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+      throw ProtocolError(fmt::format("invalid {} '{}'", what, h.name));
+}
+
+inline void check_start(const HttpResponseStart& start) {
+  if (start.status < 200 || start.status > 599)
+    throw ProtocolError(fmt::format("invalid status {}", start.status));
+  check_fields(start.headers, "response header");
 }
 
 inline void log_app_failure(const Scope& scope, std::string_view target, std::string_view why) {

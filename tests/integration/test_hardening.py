@@ -1,9 +1,11 @@
 """Hardening: body limits, the per-worker connection cap, least privilege."""
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
-from conftest import parse_responses, raw_exchange
+from conftest import TESTAPP, parse_responses, raw_exchange
 from h2frames import RawH2, body_of, ends, status_of
 
 
@@ -77,8 +79,16 @@ def test_worker_stops_accepting_at_worker_connections(start_server):
     assert data.startswith(b"HTTP/1.1 200 OK")
 
 
-def test_workers_drop_privileges(start_server):
-    s = start_server("-w", "2", "--user", "nobody", "--group", "nogroup", "--umask", "027")
+def test_workers_drop_privileges(start_server, tmpdir_path):
+    # Workers load the app after dropping privileges: give nobody a copy it can reach
+    # (the checkout may sit in a directory only root can enter, as /root does).
+    shared = Path(tempfile.mkdtemp(prefix="tricorn-nobody-"))
+    shared.chmod(0o755)
+    app = shared / "libtestapp.so"
+    shutil.copy(TESTAPP, app)
+    app.chmod(0o755)
+    s = start_server("-w", "2", "--user", "nobody", "--group", "nogroup", "--umask", "027",
+                     app=app)
     workers = s.wait_workers(2)
     for pid in workers:
         st = proc_status(pid)
@@ -90,6 +100,7 @@ def test_workers_drop_privileges(start_server):
     assert "Workers will run as root" not in s.log()
     out = subprocess.run(["curl", "-sS", s.url + "/"], capture_output=True, timeout=10).stdout
     assert out == b"Hello, World!"
+    shutil.rmtree(shared)
 
 
 def test_running_workers_as_root_is_warned_about(start_server):

@@ -12,6 +12,7 @@
 #include "worker/http1/connection.hpp"
 
 #include "common/log.hpp"
+#include "worker/dispatch.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
 #include "worker/watchdog.hpp"
@@ -50,15 +51,9 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kInitialBuffer = BufferPool::kSize;
 constexpr size_t kBodyRoom = 8 * 1024;       // free space kept after a head for body reads
 constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
-constexpr size_t kCopyLimit = 16 * 1024;
-constexpr std::uint64_t kUpgradeBodyLimit =
-    1024 * 1024;  // read whole before an h2c upgrade     // larger response pieces are not copied
+constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
+constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
-
-// The client went away or stopped reading: raised through the app's send().
-struct ClientGone : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -109,12 +104,6 @@ bool iequals(std::string_view a, std::string_view b) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
-}
-
-bool safe_field_value(std::string_view v) {
-  for (unsigned char c : v)
-    if (c == '\r' || c == '\n' || c == '\0') return false;
-  return true;
 }
 
 void append_decimal(std::string& out, std::uint64_t v) {
@@ -426,21 +415,18 @@ asio::awaitable<void> Http1Connection::handle_request() {
     co_await upgrade_to_h2c();
     co_return;
   }
-  std::string failure;
-  try {
-    co_await worker_.app().call(scope_, *this, *this);
-  } catch (const ClientGone&) {
+  auto outcome = co_await call_app(worker_.app(), scope_, *this, *this);
+  if (outcome.client_gone) {
     keep_alive_ = false;
     disconnected_ = true;
     co_return;  // nothing more can reach this client
-  } catch (const std::exception& e) {
-    failure = e.what();
   }
-  if ((!failure.empty() || response_ != Response::complete) && !body_error_status_) {
-    if (failure.empty())
-      failure = response_ == Response::none ? "the app returned without a response"
-                                            : "the app returned before the response was complete";
-    log::error("Error handling request {} {}: {}", head_.method, head_.target, failure);
+  if ((!outcome.failure.empty() || response_ != Response::complete) && !body_error_status_) {
+    if (outcome.failure.empty())
+      outcome.failure = response_ == Response::none
+                            ? "the app returned without a response"
+                            : "the app returned before the response was complete";
+    log_app_failure(scope_, head_.target, outcome.failure);
   }
   co_await finish_response();
   if (log::access_enabled()) write_access_log();
@@ -763,8 +749,7 @@ asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
 
 void Http1Connection::start_response(const HttpResponseStart& start) {
   if (response_ != Response::none) throw ProtocolError("http.response.start sent twice");
-  if (start.status < 200 || start.status > 599)
-    throw ProtocolError(fmt::format("invalid status {}", start.status));
+  check_start(start);
   status_ = start.status;
   no_body_status_ = status_ == 204 || status_ == 304;
   trailers_expected_ = start.trailers;
@@ -773,8 +758,6 @@ void Http1Connection::start_response(const HttpResponseStart& start) {
                  reason_phrase(status_));
   bool has_date = false, has_server = false;
   for (const auto& h : start.headers) {
-    if (!tricorn::http1::is_token(h.name) || !safe_field_value(h.value))
-      throw ProtocolError(fmt::format("invalid response header '{}'", h.name));
     if (iequals(h.name, "content-length")) {
       std::uint64_t n = 0;
       auto [end, ec] = std::from_chars(h.value.data(), h.value.data() + h.value.size(), n);
@@ -873,11 +856,10 @@ asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
 void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
   if (response_ != Response::body_done || !trailers_expected_)
     throw ProtocolError("http.response.trailers without trailers: true and a complete body");
+  check_fields(trailers.headers, "trailer");
   if (framing_ == Framing::chunked && !head_request_) {
     out_ += "0\r\n";
     for (const auto& h : trailers.headers) {
-      if (!tricorn::http1::is_token(h.name) || !safe_field_value(h.value))
-        throw ProtocolError(fmt::format("invalid trailer '{}'", h.name));
       out_.append(h.name).append(": ").append(h.value).append("\r\n");
     }
     if (!trailers.more_trailers) out_ += "\r\n";
