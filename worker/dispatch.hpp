@@ -11,6 +11,7 @@
 
 #include <tricorn/app.hpp>
 
+#include <cstdint>
 #include <string>
 
 namespace tricorn::worker {
@@ -47,10 +48,30 @@ inline void check_fields(std::span<const Header> fields, std::string_view what) 
       throw ProtocolError(fmt::format("invalid {} '{}'", what, h.name));
 }
 
-inline void check_start(const HttpResponseStart& start) {
+// Where a response is in ASGI's sequence, the same for every protocol: nothing yet;
+// http.response.start received; its head handed to the protocol (written, or submitted
+// to nghttp2); the last body sent with trailers due; complete.
+enum class ResponseStage : std::uint8_t { none, started, head_sent, body_done, complete };
+
+inline void check_start(ResponseStage stage, const HttpResponseStart& start) {
+  if (stage != ResponseStage::none) throw ProtocolError("http.response.start sent twice");
   if (start.status < 200 || start.status > 599)
     throw ProtocolError(fmt::format("invalid status {}", start.status));
   check_fields(start.headers, "response header");
+}
+
+inline void check_body(ResponseStage stage) {
+  if (stage == ResponseStage::none)
+    throw ProtocolError("http.response.body sent before http.response.start");
+  if (stage == ResponseStage::body_done || stage == ResponseStage::complete)
+    throw ProtocolError("http.response.body sent after the response body was complete");
+}
+
+inline void check_trailers(ResponseStage stage, bool expected,
+                           const HttpResponseTrailers& trailers) {
+  if (stage != ResponseStage::body_done || !expected)
+    throw ProtocolError("http.response.trailers without trailers: true and a complete body");
+  check_fields(trailers.headers, "trailer");
 }
 
 inline void log_app_failure(const Scope& scope, std::string_view target, std::string_view why) {

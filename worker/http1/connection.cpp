@@ -139,7 +139,7 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<void> operator()(SendEvent event) override;
 
  private:
-  enum class Response : std::uint8_t { none, started, committed, body_done, complete };
+  using Response = ResponseStage;
   enum class Framing : std::uint8_t { none, length, chunked, until_close };
   enum class Wait : std::uint8_t { idle, head, body, send, linger, forever };
 
@@ -748,8 +748,7 @@ asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
 }
 
 void Http1Connection::start_response(const HttpResponseStart& start) {
-  if (response_ != Response::none) throw ProtocolError("http.response.start sent twice");
-  check_start(start);
+  check_start(response_, start);
   status_ = start.status;
   no_body_status_ = status_ == 204 || status_ == 304;
   trailers_expected_ = start.trailers;
@@ -811,14 +810,11 @@ void Http1Connection::commit_head(std::string_view first_body, bool more_body) {
     head_out_.append("connection: keep-alive\r\n");
   head_out_.append("\r\n");
   out_ += head_out_;
-  response_ = Response::committed;
+  response_ = Response::head_sent;
 }
 
 asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
-  if (response_ == Response::none)
-    throw ProtocolError("http.response.body sent before http.response.start");
-  if (response_ == Response::body_done || response_ == Response::complete)
-    throw ProtocolError("http.response.body sent after the response body was complete");
+  check_body(response_);
   if (response_ == Response::started) commit_head(body.body, body.more_body);
   const bool bodyless = head_request_ || no_body_status_;
   if (framing_ == Framing::length && !bodyless &&
@@ -854,9 +850,7 @@ asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
 }
 
 void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
-  if (response_ != Response::body_done || !trailers_expected_)
-    throw ProtocolError("http.response.trailers without trailers: true and a complete body");
-  check_fields(trailers.headers, "trailer");
+  check_trailers(response_, trailers_expected_, trailers);
   if (framing_ == Framing::chunked && !head_request_) {
     out_ += "0\r\n";
     for (const auto& h : trailers.headers) {

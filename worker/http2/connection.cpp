@@ -128,7 +128,7 @@ class Http2Stream final : public Receive, public Send {
   std::uint32_t close_error_ = 0;
 
   // Response.
-  enum class Response : std::uint8_t { none, started, submitted, body_done, complete };
+  using Response = ResponseStage;
   Response response_ = Response::none;
   int status_ = 0;
   std::vector<std::pair<std::string, std::string>> response_fields_;
@@ -666,8 +666,7 @@ asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
 }
 
 void Http2Stream::start_response(const HttpResponseStart& start) {
-  if (response_ != Response::none) throw ProtocolError("http.response.start sent twice");
-  check_start(start);
+  check_start(response_, start);
   status_ = start.status;
   trailers_expected_ = start.trailers;
   response_fields_.clear();
@@ -700,14 +699,11 @@ void Http2Stream::submit_response(bool end_stream) {
   };
   nghttp2_submit_response(c_.session(), id_, nva.data(), nva.size(),
                           end_stream ? nullptr : &provider);
-  response_ = Response::submitted;
+  response_ = Response::head_sent;
 }
 
 asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
-  if (response_ == Response::none)
-    throw ProtocolError("http.response.body sent before http.response.start");
-  if (response_ == Response::body_done || response_ == Response::complete)
-    throw ProtocolError("http.response.body sent after the response body was complete");
+  check_body(response_);
   const bool bodyless = method_ == "HEAD" || status_ == 204 || status_ == 304;
   const bool last = !body.more_body;
   if (response_ == Response::started) {
@@ -745,9 +741,7 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
 }
 
 void Http2Stream::send_trailers(const HttpResponseTrailers& trailers) {
-  if (response_ != Response::body_done || !trailers_expected_)
-    throw ProtocolError("http.response.trailers without trailers: true and a complete body");
-  check_fields(trailers.headers, "trailer");
+  check_trailers(response_, trailers_expected_, trailers);
   for (const auto& h : trailers.headers) {
     std::string name(h.name);
     std::transform(name.begin(), name.end(), name.begin(),
