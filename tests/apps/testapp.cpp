@@ -112,7 +112,9 @@ asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
   } else if (path == "/chunks") {
     co_await send(HttpResponseStart{200, {}});
     int n = query_int(scope.query_string, "n", 3);
-    for (int i = 0; i < n; ++i) co_await send(HttpResponseBody{"piece;", true});
+    int size = query_int(scope.query_string, "size", 0);  // 0: the 6-byte "piece;"
+    const std::string piece = size > 0 ? std::string(static_cast<size_t>(size), 'p') : "piece;";
+    for (int i = 0; i < n; ++i) co_await send(HttpResponseBody{piece, true});
     co_await send(HttpResponseBody{"end", false});
   } else if (path == "/status") {
     int status = query_int(scope.query_string, "code", 200);
