@@ -9,12 +9,17 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
+REFUSED_STREAM = 7
 STREAM_CLOSED, FRAME_SIZE_ERROR, CANCEL, ENHANCE_YOUR_CALM = 5, 6, 8, 11
 
 
 class RawH2:
-    def __init__(self, port, preface=True):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port, preface=True, rcvbuf=None):
+        self.sock = socket.socket()
+        if rcvbuf:  # before connecting, so the window the kernel offers stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.buf = b""

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame
+from hyperframe.frame import (ContinuationFrame, GoAwayFrame, HeadersFrame, PingFrame,
+                              RstStreamFrame)
 
 from conftest import wait_until
 from hyperframe.frame import SettingsFrame
 
-from h2frames import (PREFACE, CANCEL, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
+from h2frames import (PREFACE, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR,
                       INTERNAL_ERROR, NO_ERROR, STREAM_CLOSED, RawH2, body_of, ends, goaways,
                       status_of)
 
@@ -292,3 +293,48 @@ def test_response_without_reading_the_body_arrives_whole_then_stops_the_upload(s
     ended = [i for i, f in enumerate(frames) if f.stream_id == 1 and "END_STREAM" in f.flags]
     resets = [(i, f.error_code) for i, f in enumerate(frames) if isinstance(f, RstStreamFrame)]
     assert len(ended) == 1 and resets == [(resets[0][0], NO_ERROR)] and resets[0][0] > ended[0]
+
+
+def test_settings_flood_gets_enhance_your_calm(server):
+    c = RawH2(server.port)
+    flood = [SettingsFrame(0, settings={4: 65535}) for _ in range(20000)]
+    try:
+        c.send(*flood)
+    except OSError:
+        pass  # the server may close before it has read everything
+    frames = c.frames(lambda f: isinstance(f, GoAwayFrame), timeout=10)
+    assert goaways(frames) == [(0, ENHANCE_YOUR_CALM)]
+    assert c.wait_closed()
+    assert_still_serving(server)
+
+
+def test_ping_flood_from_a_client_that_does_not_read_is_cut_off(server):
+    # The ACKs the client will not read pile up in nghttp2; past its outbound limit
+    # the connection is told to calm down and closed, instead of growing.
+    c = RawH2(server.port, rcvbuf=4096)
+    [worker] = server.wait_workers(1)
+    before = rss_kib(worker)
+    for i in range(200000):
+        p = PingFrame(0)
+        p.opaque_data = b"%08d" % i
+        try:
+            c.send(p)
+        except OSError:
+            break
+    frames = c.frames(lambda f: isinstance(f, GoAwayFrame), timeout=10)
+    assert goaways(frames)[-1:] == [(0, ENHANCE_YOUR_CALM)]
+    assert c.wait_closed()
+    assert rss_kib(worker) - before < 16 * 1024
+    assert_still_serving(server)
+
+
+def test_more_streams_than_advertised_are_refused(server):
+    c = RawH2(server.port)
+    # 105 streams at once against SETTINGS_MAX_CONCURRENT_STREAMS 100.
+    c.send(*[c.request(i, "/slow?ms=1000") for i in range(1, 211, 2)])
+    frames = c.frames(lambda f: False, timeout=4)
+    refused = sorted(f.stream_id for f in frames if isinstance(f, RstStreamFrame))
+    assert [f.error_code for f in frames if isinstance(f, RstStreamFrame)] == [REFUSED_STREAM] * 5
+    assert refused == list(range(201, 211, 2))
+    answered = [sid for sid in range(1, 201, 2) if status_of(frames, sid) == 200]
+    assert len(answered) == 100
