@@ -3,6 +3,7 @@
 // Building it has no side effects: `tricorn --check-config` and a HUP use the same code.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -93,5 +94,11 @@ std::vector<SettingDoc> setting_docs();
 std::string usage();
 
 std::string_view to_string(LogLevel level);
+
+// A setting given in seconds (timeout, keepalive, ...) as a steady-clock duration.
+inline std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
 
 }  // namespace tricorn::config

@@ -23,6 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using config::seconds;
 
 // The write end of the self-pipe. A signal handler can reach nothing else; it only
 // writes the signal number, and the loop does the work.
@@ -40,10 +41,6 @@ constexpr int kHandledSignals[] = {SIGHUP,  SIGTERM, SIGINT,  SIGQUIT,  SIGTTIN,
 constexpr auto kTick = 100ms;     // the loop's longest sleep
 constexpr auto kAbortGrace = 2s;  // SIGABRT, then SIGKILL after this
 constexpr auto kMaxBackoff = 10s;
-
-Clock::duration seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
 
 std::string describe_exit(int status) {
   if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));

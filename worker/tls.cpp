@@ -48,10 +48,7 @@ struct Handshake {
 
 asio::awaitable<void> handshake(Worker& worker, std::shared_ptr<Handshake> h,
                                 const ListenerInfo& listener) {
-  h->watchdog.set(
-      Watchdog::Clock::now() + std::chrono::duration_cast<Watchdog::Clock::duration>(
-                                   std::chrono::duration<double>(worker.config().header_timeout)),
-      h);
+  h->watchdog.set(Watchdog::Clock::now() + config::seconds(worker.config().header_timeout), h);
   auto [ec] =
       co_await h->stream.tls()->async_handshake(asio::ssl::stream_base::server, use_nothrow);
   h->watchdog.stop();

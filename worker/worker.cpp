@@ -29,6 +29,7 @@
 namespace tricorn::worker {
 
 using namespace std::chrono_literals;
+using config::seconds;
 using std::chrono::duration;
 using std::chrono::duration_cast;
 using std::chrono::steady_clock;
@@ -51,10 +52,6 @@ struct Worker::Acceptor {
 };
 
 namespace {
-
-steady_clock::duration seconds(double s) {
-  return duration_cast<steady_clock::duration>(duration<double>(s));
-}
 
 // Undoes what the master set up for itself and ties this process's life to the master.
 void prepare_process() {

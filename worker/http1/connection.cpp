@@ -39,6 +39,8 @@
 namespace tricorn::worker::http1 {
 namespace {
 
+using config::seconds;
+using tricorn::http1::iequals;
 using namespace std::chrono_literals;
 using tricorn::http1::BodyKind;
 using tricorn::http1::ChunkedDecoder;
@@ -54,10 +56,6 @@ constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to 
 constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
 constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
-
-Clock::duration seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
 
 std::string_view reason_phrase(int status) {
   switch (status) {
@@ -97,13 +95,6 @@ std::string_view reason_phrase(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
   }
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 void append_decimal(std::string& out, std::uint64_t v) {

@@ -109,4 +109,7 @@ bool percent_decode(std::string_view raw, std::string& out);
 
 bool is_token(std::string_view s);
 
+// ASCII case-insensitive equality, for field names and tokens.
+bool iequals(std::string_view a, std::string_view b);
+
 }  // namespace tricorn::http1

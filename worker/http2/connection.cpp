@@ -32,6 +32,8 @@
 namespace tricorn::worker::http2 {
 namespace {
 
+using config::seconds;
+using tricorn::http1::iequals;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -39,17 +41,6 @@ constexpr size_t kReadBuffer = 16 * 1024;
 constexpr size_t kSendWatermark = 64 * 1024;  // an app's send() waits above this
 constexpr auto kShutdownNoticeDelay = 1s;     // between the GOAWAY notice and the final one
 constexpr auto kLingerTime = 2s;
-
-Clock::duration seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 // Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2).
 bool is_connection_specific(std::string_view name) {
