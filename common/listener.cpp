@@ -56,7 +56,7 @@ Listener adopt_fd(const std::string& bind, std::string_view number) {
   return {bind, fd, ss.ss_family, {}};
 }
 
-Listener open_unix(const std::string& bind, const std::string& path, int backlog) {
+Listener open_unix(const std::string& bind, const std::string& path, const ListenOptions& o) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path) fail(bind, "bad socket path");
@@ -66,11 +66,23 @@ Listener open_unix(const std::string& bind, const std::string& path, int backlog
   struct stat st {};
   // A stale socket file from a previous run would make bind fail; remove only sockets.
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-      ::listen(fd, backlog) < 0) {
-    int err = errno;
+  // Created with no permissions at all, then given its owner, then its mode: nobody
+  // outside can connect before the socket has the access it was configured with.
+  mode_t old_umask = ::umask(0777);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::umask(old_umask);
+  const bool bound = rc == 0;
+  const char* step = "bind";
+  if (rc == 0 && (o.unix_uid != static_cast<uid_t>(-1) || o.unix_gid != static_cast<gid_t>(-1)))
+    rc = ::chown(path.c_str(), o.unix_uid, o.unix_gid), err = errno, step = "chown";
+  if (rc == 0)
+    rc = ::chmod(path.c_str(), static_cast<mode_t>(o.unix_mode)), err = errno, step = "chmod";
+  if (rc == 0) rc = ::listen(fd, o.backlog), err = errno, step = "listen";
+  if (rc < 0) {
     ::close(fd);
-    fail(bind, "bind", err);
+    if (bound) ::unlink(path.c_str());  // ours: a half-set-up socket file
+    fail(bind, step, err);
   }
   return {bind, fd, AF_UNIX, path};
 }
@@ -122,10 +134,10 @@ std::string Listener::name() const {
                             : fmt::format("{}:{}", a.host, a.port);
 }
 
-Listener open_listener(const std::string& bind, int backlog) {
+Listener open_listener(const std::string& bind, const ListenOptions& options) {
   if (bind.starts_with("fd://")) return adopt_fd(bind, std::string_view(bind).substr(5));
-  if (bind.starts_with("unix:")) return open_unix(bind, bind.substr(5), backlog);
-  return open_inet(bind, backlog);
+  if (bind.starts_with("unix:")) return open_unix(bind, bind.substr(5), options);
+  return open_inet(bind, options.backlog);
 }
 
 void close_listener(Listener& l, bool remove_unix_path) {

@@ -86,6 +86,14 @@ const Setting kSettings[] = {
      "Run workers as this group (name or id); supplementary groups are cleared.", kReloadNew},
     {"umask", "umask", 'm', "", &Config::umask, "0", "File mode creation mask of the workers.",
      kReloadNew},
+    {"unix_socket_mode", "unix-socket-mode", 0, "", &Config::unix_socket_mode, "0666",
+     "File mode (octal) of the unix sockets tricorn creates for `unix:` binds (Uvicorn's "
+     "0666; use 0660 with unix_socket_owner to let only one group connect).",
+     "applies to newly opened binds"},
+    {"unix_socket_owner", "unix-socket-owner", 0, "", &Config::unix_socket_owner, "",
+     "USER[:GROUP] (names or ids) to own the unix sockets tricorn creates; empty: the user "
+     "and group workers run as (Gunicorn's behaviour), or the master's.",
+     "applies to newly opened binds"},
     {"preload_app", "preload", 0, "", &Config::preload_app, "false",
      "Load the app in the master before forking. New app code then needs a binary upgrade "
      "(USR2) instead of a HUP.",
@@ -166,9 +174,9 @@ struct Assign {
   }
   void operator()(int Config::*m) const {
     int v = 0;
-    // umask is octal, as in Gunicorn: "0o22", "022" or "0".
+    // File modes are octal, as Gunicorn's umask: "0o22", "022" or "0".
     std::string_view digits = text;
-    int base = setting.key == "umask" ? 8 : 10;
+    int base = setting.key == "umask" || setting.key == "unix_socket_mode" ? 8 : 10;
     if (base == 8 && digits.starts_with("0o")) digits.remove_prefix(2);
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, base);
     if (ec != std::errc{} || end != digits.data() + digits.size()) fail("an integer");
@@ -312,6 +320,8 @@ void validate(const Config& c) {
   require(c.http2_idle_timeout > 0, "http2_idle_timeout", "must be positive");
   require(c.worker_connections >= 1, "worker_connections", "must be at least 1");
   require(c.umask >= 0 && c.umask <= 0777, "umask", "must be between 0 and 0777");
+  require(c.unix_socket_mode >= 0 && c.unix_socket_mode <= 0777, "unix_socket_mode",
+          "must be between 0 and 0777");
   require(c.certfile.empty() == c.keyfile.empty(), c.certfile.empty() ? "certfile" : "keyfile",
           "certfile and keyfile go together");
 }

@@ -46,6 +46,8 @@ struct Config {
   std::string user;
   std::string group;
   int umask = 0;
+  int unix_socket_mode = 0666;
+  std::string unix_socket_owner;  // "USER[:GROUP]"; empty: the workers' user and group
   std::string certfile;
   std::string keyfile;
   int http2_max_concurrent_streams = 100;

@@ -2,6 +2,7 @@
 
 #include "common/app_loader.hpp"
 #include "common/control.hpp"
+#include "common/credentials.hpp"
 #include "common/log.hpp"
 #include "worker/worker.hpp"
 
@@ -86,6 +87,26 @@ std::vector<std::string> without_private_env(const std::vector<std::string>& env
       out.push_back(e);
   }
   return out;
+}
+
+// unix_socket_owner, or else the user and group the workers run as (Gunicorn chowns its
+// unix sockets to them), so an unprivileged worker's users can reach the socket.
+ListenOptions listen_options(const config::Config& c) {
+  ListenOptions o;
+  o.backlog = c.backlog;
+  o.unix_mode = c.unix_socket_mode;
+  std::string_view owner = c.unix_socket_owner;
+  std::string_view user = c.user, group = c.group;
+  if (!owner.empty()) {
+    auto colon = owner.find(':');
+    user = owner.substr(0, colon);
+    group = colon == std::string_view::npos ? std::string_view() : owner.substr(colon + 1);
+  }
+  if (user.empty() && group.empty()) return o;
+  Credentials to = resolve_credentials(user, group);
+  o.unix_uid = to.uid;
+  o.unix_gid = to.gid;
+  return o;
 }
 
 }  // namespace
@@ -481,7 +502,7 @@ void Master::reload() {
       if (same != listeners_.end())
         kept.push_back(*same);
       else
-        opened.push_back(open_listener(bind, next.backlog)), kept.push_back(opened.back());
+        opened.push_back(open_listener(bind, listen_options(next))), kept.push_back(opened.back());
     }
   } catch (const std::exception& e) {
     for (auto& l : opened) close_listener(l, true);
@@ -578,7 +599,7 @@ std::vector<Listener> Master::acquire_listeners() {
         if (it != adopted.end())
           out.push_back(*it), adopted.erase(it);
         else
-          out.push_back(open_listener(bind, config.backlog));
+          out.push_back(open_listener(bind, listen_options(config)));
       }
       for (auto& l : adopted) close_listener(l, false);
     }
@@ -589,7 +610,7 @@ std::vector<Listener> Master::acquire_listeners() {
       socket_activated_ = true;
       for (int i = 0; i < n; ++i) {
         int fd = SD_LISTEN_FDS_START + i;
-        Listener l = open_listener(fmt::format("fd://{}", fd), config.backlog);
+        Listener l = open_listener(fmt::format("fd://{}", fd), {});
         if (names && names[i] && std::strcmp(names[i], "unknown") != 0)
           l.bind = fmt::format("fd://{}", fd);
         out.push_back(std::move(l));
@@ -600,7 +621,8 @@ std::vector<Listener> Master::acquire_listeners() {
       }
       log::info("Using {} socket(s) from systemd; the bind setting is ignored", n);
     } else {
-      for (const auto& bind : config.bind) out.push_back(open_listener(bind, config.backlog));
+      for (const auto& bind : config.bind)
+        out.push_back(open_listener(bind, listen_options(config)));
     }
   }
   for (auto name : kPrivateEnv) ::unsetenv(std::string(name).c_str());
@@ -617,7 +639,7 @@ std::vector<Listener> Master::adopt_inherited(const std::string& spec) {
     pos = end == std::string::npos ? spec.size() : end + 1;
     auto comma = item.find(',');
     if (comma == std::string::npos) continue;
-    Listener l = open_listener("fd://" + item.substr(0, comma), 0);
+    Listener l = open_listener("fd://" + item.substr(0, comma), {});
     l.bind = item.substr(comma + 1);
     if (l.bind.starts_with("unix:")) l.unix_path = l.bind.substr(5);
     out.push_back(std::move(l));

@@ -2,6 +2,7 @@
 
 #include "common/app_loader.hpp"
 #include "common/control.hpp"
+#include "common/credentials.hpp"
 #include "common/log.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/socket.hpp"
@@ -15,7 +16,6 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -125,31 +125,15 @@ bool Worker::drop_privileges() {
     control::send(params_.control_fd, control::Type::boot_failed, why);
     return false;
   };
-  uid_t uid = ::getuid();
-  gid_t gid = ::getgid();
-  if (!c.user.empty()) {
-    struct passwd* pw = ::getpwnam(c.user.c_str());
-    if (pw) {
-      uid = pw->pw_uid;
-      if (c.group.empty()) gid = pw->pw_gid;
-    } else if (std::all_of(c.user.begin(), c.user.end(), ::isdigit)) {
-      uid = static_cast<uid_t>(std::stoul(c.user));
-    } else {
-      return fail("no such user: " + c.user);
-    }
+  Credentials to;
+  try {
+    to = resolve_credentials(c.user, c.group);
+  } catch (const std::exception& e) {
+    return fail(e.what());
   }
-  if (!c.group.empty()) {
-    struct group* gr = ::getgrnam(c.group.c_str());
-    if (gr)
-      gid = gr->gr_gid;
-    else if (std::all_of(c.group.begin(), c.group.end(), ::isdigit))
-      gid = static_cast<gid_t>(std::stoul(c.group));
-    else
-      return fail("no such group: " + c.group);
-  }
-  if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
+  if (::setgroups(0, nullptr) != 0 || ::setgid(to.gid) != 0 || ::setuid(to.uid) != 0)
     return fail(
-        fmt::format("cannot switch to user {} group {}: {}", uid, gid, std::strerror(errno)));
+        fmt::format("cannot switch to user {} group {}: {}", to.uid, to.gid, std::strerror(errno)));
   return true;
 }
 

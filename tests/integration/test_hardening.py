@@ -112,3 +112,64 @@ def test_unknown_user_fails_the_boot(start_server):
     s = start_server("--user", "no-such-user-here", wait_ready=False)
     assert s.proc.wait(15) == 3
     assert "Worker failed to boot: no such user: no-such-user-here" in s.log()
+
+
+def unix_get(path, as_nobody=False):
+    """GET / over a unix socket with curl, as root or as nobody; returns (exit code, body)."""
+    cmd = ["curl", "-sS", "--unix-socket", str(path), "http://x/"]
+    if as_nobody:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+    r = subprocess.run(cmd, capture_output=True, timeout=10)
+    return r.returncode, r.stdout
+
+
+def test_unix_socket_gets_the_configured_mode_and_owner(start_server):
+    where = Path(tempfile.mkdtemp(prefix="tricorn-unix-"))
+    where.chmod(0o755)
+    path = where / "app.sock"
+    s = start_server("-b", f"unix:{path}", "--unix-socket-mode", "0660",
+                     "--unix-socket-owner", "nobody:nogroup")
+    st = path.stat()
+    assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o660", 65534, 65534)
+    assert unix_get(path) == (0, b"Hello, World!")  # root may always connect
+    s.stop()
+    assert not path.exists()  # removed at exit
+    shutil.rmtree(where)
+
+
+def test_unix_socket_mode_keeps_other_users_out(start_server):
+    where = Path(tempfile.mkdtemp(prefix="tricorn-unix-"))
+    where.chmod(0o755)
+    closed, open_ = where / "closed.sock", where / "open.sock"
+    start_server("-b", f"unix:{closed}", "--unix-socket-mode", "0600")
+    start_server("-b", f"unix:{open_}")  # the default, 0666
+    assert oct(closed.stat().st_mode & 0o777) == "0o600"
+    assert oct(open_.stat().st_mode & 0o777) == "0o666"
+    code, body = unix_get(closed, as_nobody=True)
+    assert (code, body) == (7, b"")  # curl: couldn't connect (EACCES)
+    assert unix_get(open_, as_nobody=True) == (0, b"Hello, World!")
+    shutil.rmtree(where)
+
+
+def test_unix_socket_belongs_to_the_workers_user_by_default(start_server):
+    where = Path(tempfile.mkdtemp(prefix="tricorn-unix-"))
+    where.chmod(0o755)
+    shared = Path(tempfile.mkdtemp(prefix="tricorn-nobody-"))
+    shared.chmod(0o755)
+    app = shared / "libtestapp.so"
+    shutil.copy(TESTAPP, app)
+    app.chmod(0o755)
+    path = where / "app.sock"
+    start_server("-b", f"unix:{path}", "--user", "nobody", "--group", "nogroup", app=app)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert unix_get(path, as_nobody=True) == (0, b"Hello, World!")
+    shutil.rmtree(where)
+    shutil.rmtree(shared)
+
+
+def test_unknown_unix_socket_owner_is_a_bind_error(start_server, tmpdir_path):
+    s = start_server("-b", f"unix:{tmpdir_path}/x.sock", "--unix-socket-owner", "no-such-user-here",
+                     wait_ready=False)
+    assert s.proc.wait(15) == 1
+    assert "no such user: no-such-user-here" in s.log()
