@@ -338,3 +338,26 @@ def test_more_streams_than_advertised_are_refused(server):
     assert refused == list(range(201, 211, 2))
     answered = [sid for sid in range(1, 201, 2) if status_of(frames, sid) == 200]
     assert len(answered) == 100
+
+
+def test_zero_window_stall_resets_the_stream_and_keeps_the_connection(start_server):
+    s = start_server("--send-timeout", "1")
+    stalled = RawH2(s.port, preface=False)
+    # INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE ever: the response can never be sent.
+    stalled.send(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}).serialize())
+    stalled.send(stalled.request(1, "/chunks?n=8&size=100000"))
+    started = time.monotonic()
+    frames = stalled.frames(lambda f: isinstance(f, RstStreamFrame), timeout=10)
+    waited = time.monotonic() - started
+    assert status_of(frames, 1) == 200
+    assert body_of(frames, 1) == b""
+    assert [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)] == [(1, CANCEL)]
+    assert 1.0 <= waited < 5.0  # send_timeout, checked every half of it
+    # Other connections were served meanwhile, and this one still answers.
+    other = RawH2(s.port)
+    other.send(other.request(1, "/"))
+    assert body_of(other.frames(ends(1)), 1) == b"Hello, World!"
+    stalled.send(stalled.ping(b"stillup!"))
+    acks = stalled.frames(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
+    assert [f.opaque_data for f in acks if isinstance(f, PingFrame)] == [b"stillup!"]
+    assert "HTTP/2 stream 1 from 127.0.0.1 reset: its flow-control window stayed closed" in s.log()

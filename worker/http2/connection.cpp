@@ -85,6 +85,12 @@ class Http2Stream final : public Receive, public Send {
 
   std::int32_t id() const { return id_; }
   bool closed() const { return closed_; }
+  // Response bytes are queued but the client has taken none of them since `since`:
+  // its flow-control window stays shut (a zero-window stall).
+  bool stalled_since(Clock::time_point since) const {
+    return !closed_ && !body_out_.empty() && last_progress_ < since;
+  }
+  void reset(std::uint32_t error_code);
 
  private:
   bool build_scope();
@@ -94,7 +100,6 @@ class Http2Stream final : public Receive, public Send {
   void start_response(const HttpResponseStart& start);
   asio::awaitable<void> send_body(const HttpResponseBody& body);
   void send_trailers(const HttpResponseTrailers& trailers);
-  void reset(std::uint32_t error_code);
   void respond_simple(int status);
 
   Http2Connection& c_;
@@ -130,6 +135,7 @@ class Http2Stream final : public Receive, public Send {
   size_t body_out_pos_ = 0;
   bool body_out_eof_ = false;
   bool deferred_ = false;
+  Clock::time_point last_progress_;  // the app queued bytes, or nghttp2 took some
 };
 
 class Http2Connection final : public worker::Connection,
@@ -143,7 +149,8 @@ class Http2Connection final : public worker::Connection,
         send_watchdog_(stream_, stream_.executor()),
         writer_wake_(stream_.executor()),
         writer_exit_(stream_.executor()),
-        notice_timer_(stream_.executor()) {}
+        notice_timer_(stream_.executor()),
+        stall_timer_(stream_.executor()) {}
   ~Http2Connection() {
     if (session_) nghttp2_session_del(session_);
   }
@@ -167,6 +174,7 @@ class Http2Connection final : public worker::Connection,
   bool create_session();
   bool feed(const char* data, size_t size);
   asio::awaitable<void> write_loop();
+  asio::awaitable<void> reset_stalled_streams();
   void start_stream_app(std::shared_ptr<Http2Stream> s);
   std::shared_ptr<Http2Stream> stream_of(std::int32_t id);
   void update_idle_deadline();
@@ -190,6 +198,7 @@ class Http2Connection final : public worker::Connection,
   asio::steady_timer writer_wake_;
   asio::steady_timer writer_exit_;
   asio::steady_timer notice_timer_;
+  asio::steady_timer stall_timer_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<std::int32_t, std::shared_ptr<Http2Stream>> streams_;
   // After Upgrade: h2c, stream 1's app waits for the client's SETTINGS: by then the
@@ -217,6 +226,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       c->idle_watchdog_.stop();
       c->send_watchdog_.stop();
       c->notice_timer_.cancel();
+      c->stall_timer_.cancel();
       for (auto& [id, s] : c->streams_) s->on_close(NGHTTP2_CANCEL);
       c->worker_.untrack(c);
     }
@@ -244,6 +254,8 @@ asio::awaitable<void> Http2Connection::run(std::string received,
   // the GOAWAY they earn must still be written.
   writer_done_ = false;
   asio::co_spawn(executor(), write_loop(), [self = shared_from_this()](std::exception_ptr) {});
+  asio::co_spawn(executor(), reset_stalled_streams(),
+                 [self = shared_from_this()](std::exception_ptr) {});
   bool healthy = feed(received.data(), received.size());
   if (healthy && worker_.draining()) on_drain();
   wake_writer();
@@ -370,6 +382,29 @@ asio::awaitable<void> Http2Connection::write_loop() {
   boost::system::error_code ignored;
   stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
   stream_.cancel();  // wakes the reader
+}
+
+// send_timeout for each stream: a client that reads the socket but never opens a
+// stream's flow-control window would otherwise hold the stream, its queued body and its
+// app forever. The stream is reset (CANCEL) and the app's send() fails; the connection
+// and its other streams go on. Checked every half send_timeout, so a stall ends within
+// 1.5 x send_timeout.
+asio::awaitable<void> Http2Connection::reset_stalled_streams() {
+  const auto limit = seconds(worker_.config().send_timeout);
+  while (!closing_) {
+    stall_timer_.expires_after(limit / 2);
+    auto [ec] = co_await stall_timer_.async_wait(use_nothrow);
+    if (ec || closing_) co_return;
+    const auto since = Clock::now() - limit;
+    std::vector<std::shared_ptr<Http2Stream>> stalled;
+    for (auto& [id, s] : streams_)
+      if (s->stalled_since(since)) stalled.push_back(s);
+    for (auto& s : stalled) {
+      log::info("HTTP/2 stream {} from {} reset: its flow-control window stayed closed for {}s",
+                s->id(), client_.host, worker_.config().send_timeout);
+      s->reset(NGHTTP2_CANCEL);
+    }
+  }
 }
 
 void Http2Connection::update_idle_deadline() {
@@ -713,7 +748,10 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
       co_return;
     }
   }
-  if (!bodyless) body_out_.append(body.body);
+  if (!bodyless) {
+    if (body_out_.empty()) last_progress_ = Clock::now();
+    body_out_.append(body.body);
+  }
   if (last) {
     body_out_eof_ = true;
     response_ = trailers_expected_ ? Response::body_done : Response::complete;
@@ -759,7 +797,10 @@ ssize_t Http2Stream::read_body(uint8_t* buf, size_t length, uint32_t* flags) {
     body_out_.clear();
     body_out_pos_ = 0;
   }
-  if (n > 0) wake();  // an app waiting on backpressure may go on
+  if (n > 0) {
+    last_progress_ = Clock::now();
+    wake();  // an app waiting on backpressure may go on
+  }
   bool drained = body_out_.empty();
   if (drained && body_out_eof_) {
     if (trailers_expected_ && !trailers_ready_) {
@@ -798,6 +839,7 @@ void Http2Stream::respond_simple(int status) {
   status_ = status;
   trailers_expected_ = false;
   body_out_ = fmt::format("{}\n", status);
+  last_progress_ = Clock::now();
   body_out_pos_ = 0;
   body_out_eof_ = true;
   response_fields_.emplace_back("content-length", std::to_string(body_out_.size()));
