@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   # toolchain
   g++ cmake ninja-build ccache pkg-config git
+  # fuzzing: clang with libFuzzer and the sanitizer runtimes
+  clang-14 libclang-rt-14-dev
   # libraries
   libboost1.81-dev libnghttp2-dev libyaml-cpp-dev libfmt-dev doctest-dev libssl-dev
   libsystemd-dev

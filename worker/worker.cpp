@@ -81,7 +81,7 @@ void log_connection_error(std::exception_ptr e) {
 
 }  // namespace
 
-Worker::Worker(Params params) : params_(std::move(params)) {}
+Worker::Worker(Params params) : params_(std::move(params)), app_(params_.preloaded_app) {}
 
 Worker::~Worker() = default;
 
@@ -105,7 +105,7 @@ bool Worker::load_app() {
     // The key is read before privileges go: key files are usually readable by root only.
     if (!config().certfile.empty()) tls_ = make_tls_context(config());
     if (!drop_privileges()) return false;
-    app_ = params_.preloaded_app ? params_.preloaded_app : &load_app_entry();
+    if (!app_) app_ = &load_app_entry();
     return true;
   } catch (const std::exception& e) {
     log::error("{}", e.what());

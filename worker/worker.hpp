@@ -52,7 +52,9 @@ class Worker {
 
   int run();  // the process's exit code
 
-  // --- for connections ---
+  // --- for connections (and the fuzz target, which runs connections on this loop
+  // without accepting) ---
+  asio::io_context& io() { return io_; }
   const config::Config& config() const { return *params_.config; }
   const AppEntry& app() const { return *app_; }
   const std::shared_ptr<std::any>& state() const { return state_; }

@@ -1,0 +1,53 @@
+// libFuzzer target: the HTTP/1.1 request parser and the chunked body decoder, fed
+// arbitrary bytes whole and split at a point the input chooses (the parser is
+// incremental, and a split must not change what it decides).
+#include "worker/http1/parser.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+using namespace tricorn::http1;
+
+namespace {
+
+ParseResult parse(std::vector<char>& buf, size_t split, RequestHead& head) {
+  const Limits limits{256, 16, 512};
+  ScanState scan;
+  head.clear();
+  auto r = parse_request(buf.data(), split, limits, head, scan);
+  if (r.kind != ParseResult::incomplete) return r;
+  head.clear();
+  return parse_request(buf.data(), buf.size(), limits, head, scan);
+}
+
+void decode_body(const char* data, size_t size) {
+  ChunkedDecoder decoder(256);
+  while (size > 0) {
+    auto step = decoder.step(data, size);
+    if (step.consumed > size) std::abort();
+    if (step.error_status || step.done || step.consumed == 0) return;
+    data += step.consumed;
+    size -= step.consumed;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const size_t split = data[0] % (size);
+  std::vector<char> whole(data + 1, data + size), pieces = whole;
+  RequestHead a, b;
+  auto ra = parse(whole, 0, a);
+  auto rb = parse(pieces, std::min(split, pieces.size()), b);
+  // Byte by byte or at once, the same verdict.
+  if (ra.kind != rb.kind || ra.status != rb.status) std::abort();
+  if (ra.kind == ParseResult::complete) {
+    if (a.head_size > whole.size() || a.head_size != b.head_size) std::abort();
+    if (a.body == BodyKind::chunked)
+      decode_body(whole.data() + a.head_size, whole.size() - a.head_size);
+  }
+  return 0;
+}
