@@ -133,6 +133,22 @@ const Setting kSettings[] = {
     {"http2_idle_timeout", "http2-idle-timeout", 0, "", &Config::http2_idle_timeout, "60",
      "Seconds an HTTP/2 connection with no open stream is kept before a GOAWAY closes it.",
      kReloadNew},
+    {"lifespan", "lifespan", 0, "", &Config::lifespan, "auto",
+     "ASGI lifespan: `auto` runs startup and shutdown if the app implements them, `on` "
+     "requires it, `off` skips it (Uvicorn's setting).",
+     kReloadNew},
+    {"threads", "threads", 0, "", &Config::threads, "1",
+     "Threads per worker for a blocking handler (TRICORN_SYNC_APP), as Gunicorn's gthread; "
+     "unused by coroutine apps.",
+     kReloadNew},
+    {"ws_max_size", "ws-max-size", 0, "", &Config::ws_max_size, "16777216",
+     "Largest WebSocket message a client may send, in bytes; larger closes with 1009.", kReloadNew},
+    {"ws_ping_interval", "ws-ping-interval", 0, "", &Config::ws_ping_interval, "20",
+     "Seconds between WebSocket pings from the server; 0 sends none.", kReloadNew},
+    {"ws_ping_timeout", "ws-ping-timeout", 0, "", &Config::ws_ping_timeout, "20",
+     "Seconds a WebSocket client has to answer a ping before the connection is dropped "
+     "(the app hears 1011).",
+     kReloadNew},
 };
 
 std::string normalise_flag(std::string_view flag) {
@@ -319,6 +335,12 @@ void validate(const Config& c) {
           "must be at least 1024");
   require(c.http2_idle_timeout > 0, "http2_idle_timeout", "must be positive");
   require(c.worker_connections >= 1, "worker_connections", "must be at least 1");
+  require(c.lifespan == "auto" || c.lifespan == "on" || c.lifespan == "off", "lifespan",
+          "must be auto, on or off");
+  require(c.threads >= 1 && c.threads <= 1024, "threads", "must be between 1 and 1024");
+  require(c.ws_max_size >= 125, "ws_max_size", "must be at least 125");
+  require(c.ws_ping_interval >= 0, "ws_ping_interval", "must not be negative");
+  require(c.ws_ping_timeout > 0, "ws_ping_timeout", "must be positive");
   require(c.umask >= 0 && c.umask <= 0777, "umask", "must be between 0 and 0777");
   require(c.unix_socket_mode >= 0 && c.unix_socket_mode <= 0777, "unix_socket_mode",
           "must be between 0 and 0777");

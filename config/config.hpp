@@ -55,6 +55,11 @@ struct Config {
   int http2_max_frame_size = 16384;
   int http2_max_header_list_size = 65536;
   double http2_idle_timeout = 60;
+  std::string lifespan = "auto";  // auto, on, off
+  int threads = 1;
+  std::uint64_t ws_max_size = 16 * 1024 * 1024;
+  double ws_ping_interval = 20;  // 0: no pings
+  double ws_ping_timeout = 20;
 
   std::string app_path() const;    // before ':'
   std::string app_symbol() const;  // after ':', "app" by default

@@ -4,8 +4,8 @@
 // and an app that reads the body and streams a reply. The peer's side is closed after
 // the input, and the worker's event loop must then run dry: a connection that neither
 // finishes nor times out within the deadline is a hang, reported as a crash.
-#include "config/config.hpp"
 #include "common/log.hpp"
+#include "config/config.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/http2/connection.hpp"
 #include "worker/worker.hpp"

@@ -102,7 +102,9 @@ ListenOptions listen_options(const config::Config& c) {
     user = owner.substr(0, colon);
     group = colon == std::string_view::npos ? std::string_view() : owner.substr(colon + 1);
   }
-  if (user.empty() && group.empty()) return o;
+  const bool has_unix_bind = std::any_of(
+      c.bind.begin(), c.bind.end(), [](const std::string& b) { return b.starts_with("unix:"); });
+  if (!has_unix_bind || (user.empty() && group.empty())) return o;
   Credentials to = resolve_credentials(user, group);
   o.unix_uid = to.uid;
   o.unix_gid = to.gid;

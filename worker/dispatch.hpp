@@ -6,6 +6,7 @@
 
 #include "common/log.hpp"
 #include "worker/http1/parser.hpp"
+#include "worker/worker.hpp"
 
 #include <fmt/format.h>
 
@@ -17,20 +18,18 @@
 namespace tricorn::worker {
 
 // Thrown through the app's send() when the client went away or stopped reading.
-struct ClientGone : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using ClientGone = ClientDisconnected;
 
 struct AppOutcome {
   bool client_gone = false;
   std::string failure;  // empty: the app returned normally
 };
 
-inline asio::awaitable<AppOutcome> call_app(const AppEntry& app, Scope& scope, Receive& receive,
+inline asio::awaitable<AppOutcome> call_app(Worker& worker, Scope& scope, Receive& receive,
                                             Send& send) {
   AppOutcome outcome;
   try {
-    co_await app.call(scope, receive, send);
+    co_await worker.run_app(scope, receive, send);
   } catch (const ClientGone&) {
     outcome.client_gone = true;
   } catch (const std::exception& e) {

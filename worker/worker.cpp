@@ -4,6 +4,7 @@
 #include "common/control.hpp"
 #include "common/credentials.hpp"
 #include "common/log.hpp"
+#include "worker/blocking.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/socket.hpp"
 #include "worker/tls.hpp"
@@ -90,14 +91,37 @@ int Worker::run() {
   if (::getppid() == 1) return 0;  // the master died before we got here
   log::info("Booting worker with pid: {}", ::getpid());
   if (!load_app()) return control::kExitWorkerBootError;
-  control::send(params_.control_fd, control::Type::ready);
-  start_accepting();
   asio::co_spawn(io_, send_heartbeats(), log_connection_error);
   asio::co_spawn(io_, watch_master(), log_connection_error);
   asio::co_spawn(io_, handle_signals(), log_connection_error);
+  asio::co_spawn(io_, boot(), log_connection_error);
   io_.run();
   log::info("Worker exiting (pid: {})", ::getpid());
-  return 0;
+  return exit_code_;
+}
+
+// Lifespan startup (the heartbeats already run, so a slow startup is not taken for a
+// hung worker), then `ready` and the acceptors.
+asio::awaitable<void> Worker::boot() {
+  if (config().lifespan != "off") {
+    lifespan_ = std::make_unique<Lifespan>(*this);
+    if (auto failure = co_await lifespan_->startup()) {
+      log::error("Application startup failed: {}", *failure);
+      control::send(params_.control_fd, control::Type::boot_failed, *failure);
+      exit_code_ = control::kExitWorkerBootError;
+      io_.stop();
+      co_return;
+    }
+  }
+  if (draining_) co_return;  // told to stop while starting
+  control::send(params_.control_fd, control::Type::ready);
+  start_accepting();
+}
+
+asio::awaitable<void> Worker::run_app(Scope& scope, Receive& receive, Send& send) {
+  if (app_->call) return app_->call(scope, receive, send);
+  if (scope.type != ScopeType::http) throw UnsupportedScope();
+  return call_blocking(*pool_, app_->sync_call, scope, receive, send);
 }
 
 bool Worker::load_app() {
@@ -106,6 +130,7 @@ bool Worker::load_app() {
     if (!config().certfile.empty()) tls_ = make_tls_context(config());
     if (!drop_privileges()) return false;
     if (!app_) app_ = &load_app_entry();
+    if (!app_->call) pool_ = std::make_unique<ThreadPool>(io_, config().threads);
     return true;
   } catch (const std::exception& e) {
     log::error("{}", e.what());
@@ -257,7 +282,16 @@ void Worker::begin_drain(std::string_view why) {
 }
 
 void Worker::stop_if_drained() {
-  if (draining_ && connection_count_ == 0) io_.stop();
+  if (!draining_ || connection_count_ > 0 || finishing_) return;
+  finishing_ = true;
+  asio::co_spawn(io_, finish(), log_connection_error);
+}
+
+// The last connection is gone: lifespan shutdown (bounded by the graceful timeout
+// armed when the drain began), then the end.
+asio::awaitable<void> Worker::finish() {
+  if (lifespan_) co_await lifespan_->shutdown();
+  io_.stop();
 }
 
 void Worker::track(Connection* c) {

@@ -5,6 +5,8 @@
 #include "common/listener.hpp"
 #include "config/config.hpp"
 #include "worker/buffer_pool.hpp"
+#include "worker/lifespan.hpp"
+#include "worker/thread_pool.hpp"
 
 #include <tricorn/app.hpp>
 
@@ -57,6 +59,8 @@ class Worker {
   asio::io_context& io() { return io_; }
   const config::Config& config() const { return *params_.config; }
   const AppEntry& app() const { return *app_; }
+  // Calls the app for one scope: its coroutine, or its blocking handler on the pool.
+  asio::awaitable<void> run_app(Scope& scope, Receive& receive, Send& send);
   const std::shared_ptr<std::any>& state() const { return state_; }
   bool draining() const { return draining_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
@@ -75,6 +79,8 @@ class Worker {
   asio::awaitable<void> send_heartbeats();
   asio::awaitable<void> watch_master();
   asio::awaitable<void> handle_signals();
+  asio::awaitable<void> boot();
+  asio::awaitable<void> finish();
   void begin_drain(std::string_view why);
   void stop_if_drained();
 
@@ -83,7 +89,11 @@ class Worker {
   // process: the conditions under which Asio may skip all its locking.
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   const AppEntry* app_ = nullptr;
-  std::shared_ptr<std::any> state_;
+  std::shared_ptr<std::any> state_ = std::make_shared<std::any>();
+  std::unique_ptr<Lifespan> lifespan_;
+  std::unique_ptr<ThreadPool> pool_;  // for a blocking handler only
+  int exit_code_ = 0;
+  bool finishing_ = false;
   BufferPool buffers_;
   std::unique_ptr<asio::ssl::context> tls_;  // set when certfile/keyfile are
   std::vector<std::unique_ptr<Acceptor>> acceptors_;

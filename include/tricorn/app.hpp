@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -35,7 +36,7 @@ namespace asio = boost::asio;
 
 // Bumped whenever a type below changes layout; the Boost version is part of it because
 // asio::awaitable's frame layout is.
-inline constexpr std::uint32_t kInterfaceVersion = 1;
+inline constexpr std::uint32_t kInterfaceVersion = 2;
 inline constexpr std::uint64_t kAbiVersion =
     (std::uint64_t{kInterfaceVersion} << 32) | std::uint64_t{BOOST_VERSION};
 
@@ -63,6 +64,7 @@ struct Scope {
   std::string_view query_string;  // as received, without '?'
   std::string_view root_path;
   std::span<const Header> headers;
+  std::span<const std::string_view> subprotocols;  // websocket: Sec-WebSocket-Protocol, in order
   Address client;
   Address server;
   // Lifespan state: set by the app during lifespan.startup, shared with every request
@@ -83,10 +85,20 @@ struct HttpRequest {  // http.request
   bool more_body = false;
 };
 struct HttpDisconnect {};    // http.disconnect
+struct WebSocketConnect {};  // websocket.connect
+struct WebSocketReceive {    // websocket.receive: {"text": data} or {"bytes": data}
+  std::string_view data;
+  bool text = false;
+};
+struct WebSocketDisconnect {  // websocket.disconnect
+  int code = 1005;
+  std::string_view reason;
+};
 struct LifespanStartup {};   // lifespan.startup
 struct LifespanShutdown {};  // lifespan.shutdown
 
-using ReceiveEvent = std::variant<HttpRequest, HttpDisconnect, LifespanStartup, LifespanShutdown>;
+using ReceiveEvent = std::variant<HttpRequest, HttpDisconnect, WebSocketConnect, WebSocketReceive,
+                                  WebSocketDisconnect, LifespanStartup, LifespanShutdown>;
 
 // --- send() events ------------------------------------------------------------------
 struct HttpResponseStart {  // http.response.start
@@ -102,6 +114,18 @@ struct HttpResponseTrailers {  // http.response.trailers
   std::span<const Header> headers;
   bool more_trailers = false;
 };
+struct WebSocketAccept {         // websocket.accept
+  std::string_view subprotocol;  // empty: none; else one the client offered
+  std::span<const Header> headers;
+};
+struct WebSocketSend {  // websocket.send: {"text": data} or {"bytes": data}
+  std::string_view data;
+  bool text = false;
+};
+struct WebSocketClose {  // websocket.close; before accept it denies the handshake (403)
+  int code = 1000;
+  std::string_view reason;
+};
 struct LifespanStartupComplete {};
 struct LifespanStartupFailed {
   std::string_view message;
@@ -112,8 +136,9 @@ struct LifespanShutdownFailed {
 };
 
 using SendEvent =
-    std::variant<HttpResponseStart, HttpResponseBody, HttpResponseTrailers, LifespanStartupComplete,
-                 LifespanStartupFailed, LifespanShutdownComplete, LifespanShutdownFailed>;
+    std::variant<HttpResponseStart, HttpResponseBody, HttpResponseTrailers, WebSocketAccept,
+                 WebSocketSend, WebSocketClose, LifespanStartupComplete, LifespanStartupFailed,
+                 LifespanShutdownComplete, LifespanShutdownFailed>;
 
 class Receive {
  public:
@@ -137,6 +162,12 @@ struct ProtocolError : std::logic_error {
   using std::logic_error::logic_error;
 };
 
+// Thrown by send() once the client has gone (ASGI 2.4's ClientDisconnected): a closed
+// connection, a reset stream, a websocket after its close.
+struct ClientDisconnected : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // The unhandled-scope convention of ASGI: an app that does not implement a scope type
 // (lifespan, typically) throws this, and the server carries on without it.
 struct UnsupportedScope : std::runtime_error {
@@ -145,11 +176,44 @@ struct UnsupportedScope : std::runtime_error {
 
 using AppFunction = asio::awaitable<void> (*)(Scope& scope, Receive& receive, Send& send);
 
+// --- blocking handlers ----------------------------------------------------------------
+// A handler that blocks (a database driver without async, heavy computation) runs on
+// the worker's thread pool (`threads`), as WSGI apps do under an ASGI server: request
+// in, response out. Its event loop never waits for it. http scopes only.
+class BodyReader {
+ public:
+  // Blocks until request body bytes are available; copies up to `size` of them into
+  // `buffer`. Returns 0 at the end of the body (or when the client has gone).
+  virtual size_t read(char* buffer, size_t size) = 0;
+  std::string read_all();
+
+ protected:
+  ~BodyReader() = default;
+};
+
+struct SyncResponse {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+// The scope is valid for the call; the handler runs on a pool thread, so it must not
+// touch the event loop or anything shared with coroutines.
+using SyncFunction = SyncResponse (*)(const Scope& scope, BodyReader& body);
+
 struct AppEntry {
   std::uint64_t abi_version;
-  AppFunction call;
+  AppFunction call;  // null for a blocking handler
   const char* name;
+  SyncFunction sync_call = nullptr;
 };
+
+inline std::string BodyReader::read_all() {
+  std::string out;
+  char chunk[16384];
+  while (size_t n = read(chunk, sizeof chunk)) out.append(chunk, n);
+  return out;
+}
 
 }  // namespace tricorn
 
@@ -157,4 +221,10 @@ struct AppEntry {
 #define TRICORN_APP(symbol, fn)                                                        \
   extern "C" __attribute__((visibility("default"))) const ::tricorn::AppEntry symbol { \
     ::tricorn::kAbiVersion, &(fn), #fn                                                 \
+  }
+
+// Exports the blocking handler FN (a SyncFunction) as the app SYMBOL.
+#define TRICORN_SYNC_APP(symbol, fn)                                                   \
+  extern "C" __attribute__((visibility("default"))) const ::tricorn::AppEntry symbol { \
+    ::tricorn::kAbiVersion, nullptr, #fn, &(fn)                                        \
   }

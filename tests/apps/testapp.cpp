@@ -7,8 +7,10 @@
 
 #include <unistd.h>
 
+#include <any>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -53,8 +55,95 @@ asio::awaitable<void> sleep_ms(int ms) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+// Lifespan, steered by the environment: TESTAPP_LIFESPAN=fail fails startup,
+// =unsupported behaves as an app without lifespan; TESTAPP_SHUTDOWN_FILE gets a line
+// per worker that ran its shutdown.
+struct State {
+  std::string started_by;
+};
+
+asio::awaitable<void> lifespan(tricorn::Scope& scope, tricorn::Receive& receive,
+                               tricorn::Send& send) {
+  const char* mode = std::getenv("TESTAPP_LIFESPAN");
+  std::string_view m = mode ? mode : "";
+  if (m == "unsupported") throw tricorn::UnsupportedScope();
+  auto event = co_await receive();
+  if (!std::holds_alternative<tricorn::LifespanStartup>(event)) co_return;
+  if (m == "fail") {
+    co_await send(tricorn::LifespanStartupFailed{"database unreachable"});
+    co_return;
+  }
+  if (m == "slow") co_await sleep_ms(500);
+  *scope.state = State{"lifespan startup in pid " + std::to_string(::getpid())};
+  co_await send(tricorn::LifespanStartupComplete{});
+  event = co_await receive();
+  if (!std::holds_alternative<tricorn::LifespanShutdown>(event)) co_return;
+  if (const char* file = std::getenv("TESTAPP_SHUTDOWN_FILE")) {
+    std::string line = "shutdown " + std::to_string(::getpid()) + "\n";
+    if (FILE* f = std::fopen(file, "a")) {
+      std::fputs(line.c_str(), f);
+      std::fclose(f);
+    }
+  }
+  co_await send(tricorn::LifespanShutdownComplete{});
+}
+
+// WebSocket routes: /ws/echo echoes every message (and accepts a "chat" subprotocol if
+// offered), /ws/deny closes before accepting, /ws/close-after accepts and closes with
+// 4000, /ws/throw fails before accepting, /ws/wait receives until the client leaves and
+// answers nothing.
+asio::awaitable<void> websocket(tricorn::Scope& scope, tricorn::Receive& receive,
+                                tricorn::Send& send) {
+  using namespace tricorn;
+  const auto path = scope.path;
+  auto connect = co_await receive();
+  if (!std::holds_alternative<WebSocketConnect>(connect)) co_return;
+  if (path == "/ws/deny") {
+    co_await send(WebSocketClose{});
+    co_return;
+  }
+  if (path == "/ws/throw") throw std::runtime_error("the websocket app failed on purpose");
+  std::string_view subprotocol;
+  for (auto p : scope.subprotocols)
+    if (p == "chat") subprotocol = p;
+  static constexpr Header extra[] = {{"x-testapp", "websocket"}};
+  co_await send(WebSocketAccept{subprotocol, extra});
+  if (path == "/ws/flood") {
+    // ?mb= MiB in 64 KiB binary messages, then a normal close: a client that does not
+    // read holds this app back.
+    const std::string piece(64 * 1024, 'f');
+    for (int i = 0, n = query_int(scope.query_string, "mb", 16) * 16; i < n; ++i)
+      co_await send(WebSocketSend{piece, false});
+    co_await send(WebSocketClose{});
+    co_return;
+  }
+  if (path == "/ws/close-after") {
+    co_await send(WebSocketClose{4000, "done here"});
+    co_return;
+  }
+  if (path == "/ws/scope") {
+    std::string out = "scheme=" + std::string(scope.scheme) +
+                      " http_version=" + std::string(scope.http_version) +
+                      " path=" + std::string(scope.path) +
+                      " query=" + std::string(scope.query_string) + " subprotocols=";
+    for (auto p : scope.subprotocols) out += std::string(p) + ",";
+    co_await send(WebSocketSend{out, true});
+  }
+  for (;;) {
+    auto event = co_await receive();
+    if (auto* m = std::get_if<WebSocketReceive>(&event)) {
+      if (path == "/ws/echo" || path == "/ws/scope") co_await send(WebSocketSend{m->data, m->text});
+      continue;
+    }
+    break;  // websocket.disconnect
+  }
+}
+
 asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
                               tricorn::Send& send) {
+  if (scope.type == tricorn::ScopeType::lifespan) co_return co_await lifespan(scope, receive, send);
+  if (scope.type == tricorn::ScopeType::websocket)
+    co_return co_await websocket(scope, receive, send);
   const auto path = scope.path;
   if (path == "/") {
     co_await reply(send, 200, "Hello, World!");
@@ -120,6 +209,13 @@ asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
     int status = query_int(scope.query_string, "code", 200);
     co_await send(HttpResponseStart{status, {}});
     co_await send(HttpResponseBody{status == 204 || status == 304 ? "" : "status"});
+  } else if (path == "/state") {
+    // (Not a conditional expression inside co_await: GCC 12 destroys its temporary
+    // string twice.)
+    std::string text = "no state";
+    if (auto* state = scope.state ? std::any_cast<State>(scope.state.get()) : nullptr)
+      text = state->started_by;
+    co_await reply(send, 200, text);
   } else if (path.starts_with("/scope")) {
     std::string out;
     out += "method=" + std::string(scope.method) + "\n";

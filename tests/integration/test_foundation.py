@@ -56,7 +56,7 @@ def test_an_app_built_for_another_interface_is_refused(tmpdir_path):
     out = subprocess.run([str(TRICORN), "--check-config", str(lib)], capture_output=True, text=True)
     assert out.returncode == 4
     assert (f"app {lib}:app was built for app interface 0 with Boost 100000; this server has "
-            "interface 1 with Boost 108100: rebuild the app against this server's headers") in out.stderr
+            "interface 2 with Boost 108100: rebuild the app against this server's headers") in out.stderr
 
 
 def test_example_echo_streams_the_body_back(start_server):

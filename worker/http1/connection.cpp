@@ -16,6 +16,7 @@
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
 #include "worker/watchdog.hpp"
+#include "worker/websocket/session.hpp"
 #include "worker/worker.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -85,6 +86,7 @@ std::string_view reason_phrase(int status) {
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -112,6 +114,7 @@ void append_hex(std::string& out, std::uint64_t v) {
 class Http1Connection final : public worker::Connection,
                               public Receive,
                               public Send,
+                              public websocket::Transport,
                               public std::enable_shared_from_this<Http1Connection> {
  public:
   Http1Connection(Worker& worker, Stream stream, const ListenerInfo& listener)
@@ -129,6 +132,14 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<ReceiveEvent> operator()() override;
   asio::awaitable<void> operator()(SendEvent event) override;
 
+  // websocket::Transport: after the 101, the connection carries frames both ways.
+  asio::awaitable<bool> accept(std::span<const Header> headers) override;
+  asio::awaitable<void> deny(int status) override;
+  asio::awaitable<std::string_view> read() override;
+  asio::awaitable<bool> write(std::string_view bytes) override;
+  asio::awaitable<void> finish() override;
+  void abort() override;
+
  private:
   using Response = ResponseStage;
   enum class Framing : std::uint8_t { none, length, chunked, until_close };
@@ -138,13 +149,16 @@ class Http1Connection final : public worker::Connection,
   enum class Next : std::uint8_t { request, close, http2 };
   asio::awaitable<Next> read_request();
   bool starts_with_preface(bool& complete) const;
+  bool upgrade_offers(std::string_view protocol) const;
   bool wants_h2c_upgrade() const;
+  asio::awaitable<void> serve_websocket();
   asio::awaitable<void> upgrade_to_h2c();
   void hand_off_to_http2(std::unique_ptr<http2::UpgradedRequest> upgraded);
   std::string_view scope_header(std::string_view name) const;
   asio::awaitable<void> handle_request();
   asio::awaitable<void> finish_response();
-  asio::awaitable<void> respond_error(int status, std::string_view reason);
+  asio::awaitable<void> respond_error(int status, std::string_view reason,
+                                      std::string_view extra_headers = {});
   asio::awaitable<void> linger_close();
   bool needs_linger();
   bool build_scope();
@@ -169,7 +183,6 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<void> send_body(const HttpResponseBody& body);
   void send_trailers(const HttpResponseTrailers& trailers);
   void commit_head(std::string_view first_body, bool more_body);
-  void append_headers(std::span<const Header> headers, bool for_response);
   void write_access_log();
 
   Worker& worker_;
@@ -182,6 +195,8 @@ class Http1Connection final : public worker::Connection,
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
   Limits limits_;
+  websocket::Session* websocket_ = nullptr;  // while the connection carries one
+  std::unique_ptr<char[]> tunnel_buf_;       // its read buffer
 
   std::unique_ptr<char[]> buf_;
   size_t cap_ = 0;
@@ -311,18 +326,23 @@ bool Http1Connection::starts_with_preface(bool& complete) const {
   return true;
 }
 
-bool Http1Connection::wants_h2c_upgrade() const {
-  if (stream_.is_tls() || head_.upgrade.empty()) return false;
-  bool h2c = false;
+// Does the Upgrade field (present only when Connection names it) list `protocol`?
+bool Http1Connection::upgrade_offers(std::string_view protocol) const {
   for (size_t pos = 0; pos <= head_.upgrade.size();) {
     auto comma = head_.upgrade.find(',', pos);
     auto token = head_.upgrade.substr(pos, comma == std::string_view::npos ? comma : comma - pos);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
     while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
-    h2c = h2c || iequals(token, "h2c");
+    if (iequals(token, protocol)) return true;
     if (comma == std::string_view::npos) break;
     pos = comma + 1;
   }
+  return false;
+}
+
+bool Http1Connection::wants_h2c_upgrade() const {
+  if (stream_.is_tls() || head_.upgrade.empty()) return false;
+  const bool h2c = upgrade_offers("h2c");
   // A body must be read whole before switching; a large or chunked one is served over
   // HTTP/1.1 instead, which RFC 9113 allows (the server may ignore Upgrade).
   return h2c && !scope_header("http2-settings").empty() &&
@@ -402,11 +422,20 @@ asio::awaitable<void> Http1Connection::handle_request() {
     co_await respond_error(413, "request body over limit_request_body");
     co_return;
   }
+  if (!head_.upgrade.empty() && upgrade_offers("websocket")) {
+    if (auto check = websocket::check_http1_handshake(scope_); check.error_status) {
+      co_await respond_error(check.error_status, check.why,
+                             check.error_status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
+      co_return;
+    }
+    co_await serve_websocket();
+    co_return;
+  }
   if (wants_h2c_upgrade()) {
     co_await upgrade_to_h2c();
     co_return;
   }
-  auto outcome = co_await call_app(worker_.app(), scope_, *this, *this);
+  auto outcome = co_await call_app(worker_, scope_, *this, *this);
   if (outcome.client_gone) {
     keep_alive_ = false;
     disconnected_ = true;
@@ -453,15 +482,17 @@ asio::awaitable<void> Http1Connection::finish_response() {
   if (!body_done_ || body_error_status_) keep_alive_ = false;
 }
 
-asio::awaitable<void> Http1Connection::respond_error(int status, std::string_view reason) {
+asio::awaitable<void> Http1Connection::respond_error(int status, std::string_view reason,
+                                                     std::string_view extra_headers) {
   if (!reason.empty()) log::debug("Invalid request from {}: {} ({})", client_.host, status, reason);
   status_ = status;
   keep_alive_ = false;
   auto body = fmt::format("{} {}\n", status, reason_phrase(status));
   fmt::format_to(std::back_inserter(out_),
                  "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: tricorn\r\nConnection: close\r\n"
-                 "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
-                 status, reason_phrase(status), worker_.http_date(), body.size(), body);
+                 "{}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
+                 status, reason_phrase(status), worker_.http_date(), extra_headers, body.size(),
+                 body);
   response_ = Response::complete;
   co_return;
 }
@@ -560,8 +591,75 @@ asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
 
 void Http1Connection::on_drain() {
   // An idle connection gets the drain window; a busy one closes after its response,
-  // which will carry Connection: close.
-  if (waiting_idle_) set_deadline(Wait::idle);
+  // which will carry Connection: close; a WebSocket is closed with 1001.
+  if (websocket_)
+    websocket_->on_drain();
+  else if (waiting_idle_)
+    set_deadline(Wait::idle);
+}
+
+// --- WebSocket ----------------------------------------------------------------------
+
+asio::awaitable<void> Http1Connection::serve_websocket() {
+  keep_alive_ = false;  // whatever happens, the connection ends with the session
+  tunnel_buf_ = worker_.buffers().take();
+  auto session = std::make_shared<websocket::Session>(worker_, scope_, *this,
+                                                      scope_.header("sec-websocket-key"));
+  websocket_ = session.get();
+  co_await session->run(head_.target);
+  websocket_ = nullptr;
+  worker_.buffers().give(std::move(tunnel_buf_));
+}
+
+asio::awaitable<bool> Http1Connection::accept(std::span<const Header> headers) {
+  status_ = 101;
+  out_ += "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n";
+  for (const auto& h : headers) out_.append(h.name).append(": ").append(h.value).append("\r\n");
+  out_ += "\r\n";
+  response_ = Response::head_sent;
+  try {
+    co_await flush();
+  } catch (const ClientGone&) {
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<void> Http1Connection::deny(int status) {
+  co_await respond_error(status, "websocket handshake refused by the app");
+}
+
+// Frames the client sent right behind the handshake are in the request buffer; later
+// ones are read into the session's buffer. No deadline: the session's pings decide
+// when a quiet client is gone.
+asio::awaitable<std::string_view> Http1Connection::read() {
+  if (body_pos_ < end_) {
+    std::string_view early(buf_.get() + body_pos_, end_ - body_pos_);
+    body_pos_ = end_;
+    co_return early;
+  }
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(tunnel_buf_.get(), BufferPool::kSize));
+  if (ec == asio::error::eof) peer_closed_ = true;
+  if (ec) co_return std::string_view();
+  co_return std::string_view(tunnel_buf_.get(), n);
+}
+
+asio::awaitable<bool> Http1Connection::write(std::string_view bytes) {
+  set_deadline(Wait::send);
+  auto [ec, n] = co_await stream_.write(asio::buffer(bytes));
+  watchdog_.clear();
+  co_return !ec;
+}
+
+asio::awaitable<void> Http1Connection::finish() {
+  response_ = Response::complete;
+  co_return;
+}
+
+void Http1Connection::abort() {
+  boost::system::error_code ignored;
+  stream_.socket().shutdown(asio::socket_base::shutdown_both, ignored);
+  peer_closed_ = true;  // nothing to linger for
 }
 
 // --- buffer -------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include "worker/dispatch.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/watchdog.hpp"
+#include "worker/websocket/session.hpp"
 #include "worker/worker.hpp"
 
 #include <nghttp2/nghttp2.h>
@@ -58,13 +59,24 @@ nghttp2_nv make_nv(std::string_view name, std::string_view value) {
 
 class Http2Connection;
 
-// One request stream: the app's Receive and Send.
-class Http2Stream final : public Receive, public Send {
+// One request stream: the app's Receive and Send; for a WebSocket opened with extended
+// CONNECT (RFC 8441), the session's Transport, its DATA frames carrying the frames.
+class Http2Stream final : public Receive, public Send, public websocket::Transport {
  public:
   Http2Stream(Http2Connection& c, std::int32_t id);
 
   asio::awaitable<ReceiveEvent> operator()() override;
   asio::awaitable<void> operator()(SendEvent event) override;
+
+  asio::awaitable<bool> accept(std::span<const Header> headers) override;
+  asio::awaitable<void> deny(int status) override;
+  asio::awaitable<std::string_view> read() override;
+  asio::awaitable<bool> write(std::string_view bytes) override;
+  asio::awaitable<void> finish() override;
+  void abort() override { reset(NGHTTP2_CANCEL); }
+  void on_drain() {
+    if (websocket_) websocket_->on_drain();
+  }
 
   // Called by the connection (from nghttp2 callbacks).
   void on_header(std::string_view name, std::string_view value);
@@ -80,6 +92,7 @@ class Http2Stream final : public Receive, public Send {
   }
   ssize_t read_body(uint8_t* buf, size_t length, uint32_t* flags);
   asio::awaitable<void> run_app();
+  asio::awaitable<void> serve_websocket();
   void on_response_sent();
   void set_upgraded(const UpgradedRequest& request);
 
@@ -108,7 +121,8 @@ class Http2Stream final : public Receive, public Send {
 
   // Request.
   std::vector<std::pair<std::string, std::string>> fields_;
-  std::string method_, scheme_, authority_, path_;
+  std::string method_, scheme_, authority_, path_, protocol_;
+  websocket::Session* websocket_ = nullptr;
   size_t header_bytes_ = 0;
   bool headers_too_large_ = false;
   std::vector<Header> headers_;
@@ -322,6 +336,7 @@ bool Http2Connection::create_session() {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(c.http2_initial_window_size)},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, static_cast<uint32_t>(c.http2_max_frame_size)},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(c.http2_max_header_list_size)},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // WebSocket over HTTP/2 (RFC 8441)
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
   // The connection window covers several streams' uploads at once; each stream's own
@@ -419,6 +434,7 @@ void Http2Connection::update_idle_deadline() {
 void Http2Connection::on_drain() {
   if (draining_ || closing_ || !session_) return;
   draining_ = true;
+  for (auto& [id, s] : streams_) s->on_drain();
   nghttp2_submit_shutdown_notice(session_);
   wake_writer();
   notice_timer_.expires_after(kShutdownNoticeDelay);
@@ -513,8 +529,10 @@ int Http2Connection::on_stream_close(nghttp2_session*, int32_t id, uint32_t erro
 
 // --- a stream -------------------------------------------------------------------------
 
+// wake_ never expires: cancel() wakes every coroutine waiting on it (the app's
+// receive() and send() may both wait, for a WebSocket), and each re-checks its condition.
 Http2Stream::Http2Stream(Http2Connection& c, std::int32_t id)
-    : c_(c), id_(id), wake_(c.executor()) {}
+    : c_(c), id_(id), wake_(c.executor(), Clock::time_point::max()) {}
 
 void Http2Stream::on_header(std::string_view name, std::string_view value) {
   header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 section 6.5.2
@@ -534,6 +552,8 @@ void Http2Stream::on_header(std::string_view name, std::string_view value) {
     authority_ = value;
   else if (name == ":path")
     path_ = value;
+  else if (name == ":protocol")
+    protocol_ = value;
   else if (!name.starts_with(':'))
     fields_.emplace_back(name, value);
 }
@@ -613,7 +633,11 @@ asio::awaitable<void> Http2Stream::run_app() {
     respond_simple(413);
     co_return;
   }
-  auto outcome = co_await call_app(c_.worker().app(), scope_, *this, *this);
+  if (method_ == "CONNECT" && protocol_ == "websocket") {
+    co_await serve_websocket();
+    co_return;
+  }
+  auto outcome = co_await call_app(c_.worker(), scope_, *this, *this);
   c_.worker().on_request_done();
   if (body_too_large_ && (response_ == Response::none || response_ == Response::started)) {
     respond_simple(413);
@@ -633,6 +657,59 @@ asio::awaitable<void> Http2Stream::run_app() {
   }
 }
 
+// RFC 8441: the CONNECT's headers are the handshake; 200 accepts it.
+asio::awaitable<void> Http2Stream::serve_websocket() {
+  if (scope_.header("sec-websocket-version") != "13") {
+    respond_simple(400);
+    co_return;
+  }
+  scope_.method = "GET";  // the same websocket scope as over HTTP/1.1
+  auto session = std::make_shared<websocket::Session>(c_.worker(), scope_, *this, "");
+  websocket_ = session.get();
+  co_await session->run(path_);
+  websocket_ = nullptr;
+  c_.worker().on_request_done();
+}
+
+asio::awaitable<bool> Http2Stream::accept(std::span<const Header> headers) {
+  if (closed_ || !c_.open()) co_return false;
+  start_response(HttpResponseStart{200, headers});
+  submit_response(false);
+  c_.wake_writer();
+  co_return true;
+}
+
+asio::awaitable<void> Http2Stream::deny(int status) {
+  respond_simple(status);
+  co_return;
+}
+
+asio::awaitable<std::string_view> Http2Stream::read() {
+  for (;;) {
+    auto event = co_await (*this)();
+    auto* r = std::get_if<HttpRequest>(&event);
+    if (!r || (r->body.empty() && !r->more_body)) co_return std::string_view();
+    if (!r->body.empty()) co_return r->body;
+  }
+}
+
+asio::awaitable<bool> Http2Stream::write(std::string_view bytes) {
+  try {
+    co_await send_body(HttpResponseBody{bytes, true});
+  } catch (const ClientGone&) {
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<void> Http2Stream::finish() {
+  if (closed_ || !c_.open()) co_return;
+  try {
+    co_await send_body(HttpResponseBody{{}, false});
+  } catch (const ClientGone&) {
+  }
+}
+
 // Called once the frame that ends our side of the stream is sent. A client still
 // sending a body nobody will read is told to stop (RFC 9113 section 8.1), but only now:
 // a RST_STREAM submitted earlier would make nghttp2 drop the queued response.
@@ -642,7 +719,6 @@ void Http2Stream::on_response_sent() {
 }
 
 asio::awaitable<void> Http2Stream::wait() {
-  wake_.expires_at(Clock::time_point::max());
   co_await wake_.async_wait(use_nothrow);
 }
 
