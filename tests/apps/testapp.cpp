@@ -55,9 +55,10 @@ asio::awaitable<void> sleep_ms(int ms) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
-// Lifespan, steered by the environment: TESTAPP_LIFESPAN=fail fails startup,
-// =unsupported behaves as an app without lifespan; TESTAPP_SHUTDOWN_FILE gets a line
-// per worker that ran its shutdown.
+// Lifespan, steered by the environment: TESTAPP_LIFESPAN=fail fails startup (as does
+// the existence of the file TESTAPP_LIFESPAN_FAIL_IF names), =unsupported behaves as an
+// app without lifespan, =slow takes 500 ms; TESTAPP_SHUTDOWN_FILE gets a line per worker
+// that ran its shutdown.
 struct State {
   std::string started_by;
 };
@@ -69,7 +70,8 @@ asio::awaitable<void> lifespan(tricorn::Scope& scope, tricorn::Receive& receive,
   if (m == "unsupported") throw tricorn::UnsupportedScope();
   auto event = co_await receive();
   if (!std::holds_alternative<tricorn::LifespanStartup>(event)) co_return;
-  if (m == "fail") {
+  const char* fail_if = std::getenv("TESTAPP_LIFESPAN_FAIL_IF");  // a file that exists
+  if (m == "fail" || (fail_if && ::access(fail_if, F_OK) == 0)) {
     co_await send(tricorn::LifespanStartupFailed{"database unreachable"});
     co_return;
   }
