@@ -28,7 +28,20 @@ namespace {
 namespace asio = boost::asio;
 using namespace tricorn;
 
+// WebSocket: accept, echo every message, so fuzzed frames reach the frame parser.
+asio::awaitable<void> fuzz_websocket(Receive& receive, Send& send) {
+  co_await receive();  // websocket.connect
+  co_await send(WebSocketAccept{});
+  for (;;) {
+    auto event = co_await receive();
+    auto* m = std::get_if<WebSocketReceive>(&event);
+    if (!m) co_return;
+    co_await send(WebSocketSend{m->data, m->text});
+  }
+}
+
 asio::awaitable<void> fuzz_app(Scope& scope, Receive& receive, Send& send) {
+  if (scope.type == ScopeType::websocket) co_return co_await fuzz_websocket(receive, send);
   std::size_t received = 0;
   for (;;) {
     auto event = co_await receive();
@@ -53,6 +66,9 @@ worker::Worker& the_worker() {
     c.app = "fuzz";
     c.header_timeout = c.body_timeout = c.send_timeout = c.keepalive = 1;
     c.http2_idle_timeout = 1;
+    c.ws_ping_interval = 0.5;
+    c.ws_ping_timeout = 0.5;
+    c.lifespan = "off";
     c.limit_request_line = 256;
     c.limit_request_field_size = 512;
     return c;

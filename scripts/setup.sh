@@ -15,6 +15,8 @@ packages=(
   # test clients and tools
   curl wrk nghttp2-client openssl procps iproute2 systemd
   python3 python3-h2 python3-hyperframe python3-httpx python3-websockets python3-pytest
+  # the chat example end to end, in a real browser
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

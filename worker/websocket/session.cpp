@@ -105,6 +105,9 @@ asio::awaitable<void> Session::run(std::string_view target_for_log) {
     co_await close(outcome.failure.empty() ? kNormal : kInternalError, "");
   }
   if (accepted_ && close_sent_ && !close_received_ && !peer_gone_) co_await wait_for_peer_close();
+  // A send from another coroutine (a broadcast) may still be writing: let it finish,
+  // and refuse any later one, before the transport goes away.
+  while (writing_) co_await write_turn_.async_wait(use_nothrow);
   finished_ = true;
   ping_timer_.cancel();
   drain_timer_.cancel();
@@ -254,6 +257,9 @@ asio::awaitable<bool> Session::read_more() {
 // --- Send -------------------------------------------------------------------------------
 
 asio::awaitable<void> Session::operator()(SendEvent event) {
+  // Another coroutine may send to this session (a chat broadcasting): keep it alive
+  // until that send returns, even if this session's own app and connection end meanwhile.
+  auto keep_alive = shared_from_this();
   if (auto* a = std::get_if<WebSocketAccept>(&event)) {
     if (state_ != State::connecting && state_ != State::connect_delivered)
       throw ProtocolError(accepted_ ? "websocket.accept sent twice"
@@ -336,7 +342,7 @@ asio::awaitable<void> Session::wait_for_peer_close() {
 
 asio::awaitable<bool> Session::send_frame(Opcode opcode, std::string_view payload) {
   while (writing_) co_await write_turn_.async_wait(use_nothrow);
-  if (peer_gone_ && opcode != Opcode::close) co_return false;
+  if (finished_ || (peer_gone_ && opcode != Opcode::close)) co_return false;
   writing_ = true;
   frame_out_.clear();
   append_header(frame_out_, opcode, payload.size());
