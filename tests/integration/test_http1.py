@@ -284,3 +284,14 @@ def test_unix_socket_bind(start_server, tmpdir_path):
     out = curl("--unix-socket", path, "http://localhost/scope").decode()
     assert "path=/scope\n" in out
     assert "client=:0\n" in out
+
+
+def test_request_without_a_body_still_gets_one_http_request(server):
+    """ASGI: every request's first receive() is an http.request, empty when there is no
+    body. Found by the connection fuzzer: an app that reads the body of a GET used to
+    wait for the client to leave, and with a buffer full of pipelined requests it waited
+    forever."""
+    data, closed = raw_exchange(server.port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+                                + b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert [(status, body) for status, _, body in parse_responses(data)] == [(200, b""), (200, b"")]
+    assert closed

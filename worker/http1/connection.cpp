@@ -214,6 +214,7 @@ class Http1Connection final : public worker::Connection,
   // Per request.
   bool keep_alive_ = true;
   bool body_done_ = false;
+  bool empty_body_due_ = false;  // a request without a body still gets one http.request
   bool continue_sent_ = false;
   bool disconnected_ = false;
   int body_error_status_ = 0;
@@ -391,6 +392,7 @@ void Http1Connection::reset_request_state() {
   client_asked_close_ = !head_.keep_alive;
   keep_alive_ = head_.keep_alive && worker_.config().keepalive > 0;
   body_done_ = head_.body == BodyKind::none;
+  empty_body_due_ = body_done_;
   continue_sent_ = false;
   disconnected_ = false;
   body_error_status_ = 0;
@@ -751,6 +753,7 @@ void Http1Connection::rebase_head(const char* old_base, const char* new_base) {
 
 asio::awaitable<ReceiveEvent> Http1Connection::operator()() {
   if (response_ == Response::complete || disconnected_) co_return HttpDisconnect{};
+  if (std::exchange(empty_body_due_, false)) co_return HttpRequest{{}, false};
   if (!body_done_) co_return co_await receive_body();
   co_return co_await wait_for_disconnect();
 }
