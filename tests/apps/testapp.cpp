@@ -119,6 +119,20 @@ asio::awaitable<void> websocket(tricorn::Scope& scope, tricorn::Receive& receive
     co_await send(WebSocketClose{});
     co_return;
   }
+  if (path == "/ws/sleepy") {
+    // Reads nothing for ?ms=, then counts what the client sent until it sends "end".
+    co_await sleep_ms(query_int(scope.query_string, "ms", 1000));
+    std::size_t total = 0;
+    for (;;) {
+      auto event = co_await receive();
+      auto* m = std::get_if<WebSocketReceive>(&event);
+      if (!m) co_return;
+      if (m->text && m->data == "end") break;
+      total += m->data.size();
+    }
+    co_await send(WebSocketSend{std::to_string(total), true});
+    co_return;
+  }
   if (path == "/ws/close-after") {
     co_await send(WebSocketClose{4000, "done here"});
     co_return;

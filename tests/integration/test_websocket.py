@@ -95,6 +95,33 @@ def test_flood_to_a_slow_client_is_held_back(server):
     assert grown < 8 * 1024 * 1024, grown
 
 
+def test_client_sending_to_an_app_that_does_not_read_is_held_back(server):
+    """Backpressure the other way: while the app does not receive(), the server reads
+    nothing, so the client cannot push more than the socket buffers hold."""
+    [worker] = server.workers()
+    rss = lambda: int(open(f"/proc/{worker}/statm").read().split()[1]) * 4096
+    before = rss()
+    ws = RawWebSocket(server.port, "/ws/sleepy?ms=1500")
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    ws.sock.setblocking(False)
+    message = frame(BINARY, b"u" * 65536)
+    pushed = 0
+    try:
+        for _ in range(512):  # 32 MiB, if nothing held us back
+            pushed += ws.sock.send(message[pushed % len(message):] if pushed % len(message) else message)
+    except BlockingIOError:
+        pass
+    assert pushed < 16 * 1024 * 1024, pushed
+    assert rss() - before < 8 * 1024 * 1024
+    # Once the app reads, everything arrives: finish the partial frame, then "end".
+    ws.sock.setblocking(True)
+    ws.sock.settimeout(10)
+    rest = (-pushed) % len(message)
+    ws.sock.sendall(message[len(message) - rest:] + frame(TEXT, b"end"))
+    frames_sent = (pushed + rest) // len(message)
+    assert ws.recv_frame(10) == (TEXT, str(frames_sent * 65536).encode(), True)
+
+
 # --- the server's own pings, and draining ------------------------------------------------
 
 def test_client_that_never_answers_pings_is_dropped(start_server):
