@@ -402,6 +402,10 @@ Invocation load(std::span<const std::string> args, const std::vector<std::string
       inv.action = Action::version;
       return inv;
     }
+    if (arg == "--settings-reference") {
+      inv.action = Action::reference;
+      return inv;
+    }
     if (arg == "--check-config") {
       inv.action = Action::check_config;
       continue;
@@ -470,6 +474,7 @@ std::string usage() {
       "options:\n"
       "  -c, --config FILE        read settings from a YAML file\n"
       "      --check-config       validate the configuration and the app, then exit\n"
+      "      --settings-reference print every setting as markdown (docs/configuration.md)\n"
       "  -v, --version            print the version and exit\n"
       "  -h, --help               print this help and exit\n";
   for (const auto& s : kSettings) {
@@ -479,6 +484,29 @@ std::string usage() {
     out += fmt::format("  {:<32} {}{}\n", flag, s.help,
                        s.default_value.empty() ? "" : fmt::format(" [{}]", s.default_value));
   }
+  return out;
+}
+
+std::string reference_markdown() {
+  std::string out =
+      "# Configuration reference\n\n"
+      "Generated from the settings table in `config/config.cpp` by `tricorn "
+      "--settings-reference`; a unit test fails when this file and the table differ.\n\n"
+      "Every setting can be given in the YAML file (`-c FILE`) by its key and on the command "
+      "line by its flag; precedence, lowest first: defaults, the YAML file, the environment, "
+      "flags. On a HUP the YAML file is read again and the flags and environment of the "
+      "master's start apply over it.\n\n"
+      "| key | flag | env | default | what HUP does |\n| --- | --- | --- | --- | --- |\n";
+  for (const auto& s : kSettings) {
+    std::string flag = s.long_flag.empty() ? "(positional)" : fmt::format("`--{}`", s.long_flag);
+    if (s.short_flag) flag = fmt::format("`-{}`, {}", s.short_flag, flag);
+    out += fmt::format("| `{}` | {} | {} | {} | {} |\n", s.key, flag,
+                       s.env.empty() ? "" : fmt::format("`{}`", s.env),
+                       s.default_value.empty() ? "" : fmt::format("`{}`", s.default_value),
+                       s.on_reload);
+  }
+  out += "\n";
+  for (const auto& s : kSettings) out += fmt::format("### `{}`\n\n{}\n\n", s.key, s.help);
   return out;
 }
 

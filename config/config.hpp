@@ -74,7 +74,7 @@ struct ConfigError : std::runtime_error {
 };
 
 // What the command line asked for besides settings.
-enum class Action { serve, check_config, version, help };
+enum class Action { serve, check_config, version, help, reference };
 
 struct Invocation {
   Action action = Action::serve;
@@ -99,6 +99,7 @@ struct SettingDoc {
 };
 std::vector<SettingDoc> setting_docs();
 std::string usage();
+std::string reference_markdown();  // docs/configuration.md
 
 std::string_view to_string(LogLevel level);
 

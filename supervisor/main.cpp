@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   switch (inv.action) {
     case config::Action::help: fmt::print("{}", config::usage()); return 0;
     case config::Action::version: fmt::print("tricorn {}\n", TRICORN_VERSION); return 0;
+    case config::Action::reference: fmt::print("{}", config::reference_markdown()); return 0;
     case config::Action::check_config:
       try {
         load_app(inv.config.app_path(), inv.config.app_symbol());

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 using namespace tricorn::config;
 
@@ -129,4 +130,13 @@ TEST_CASE("the app can come from YAML; the command line wins") {
   TempFile f("app: ./from-yaml.so:x\n");
   CHECK(load_args({"-c", f.path}).config.app == "./from-yaml.so:x");
   CHECK(load_args({"-c", f.path, "./cli.so"}).config.app == "./cli.so");
+}
+
+TEST_CASE("docs/configuration.md is the settings table, as generated") {
+  std::ifstream in(std::string(TRICORN_TEST_DATA) + "/../../docs/configuration.md");
+  REQUIRE(in.good());
+  std::stringstream text;
+  text << in.rdbuf();
+  // Regenerate with: ./build/tricorn --settings-reference > docs/configuration.md
+  CHECK(text.str() == tricorn::config::reference_markdown());
 }
