@@ -1,6 +1,8 @@
 // The error log: one line per call, written with one write(2) so lines from the master
 // and its workers never interleave. Format as Gunicorn's:
 //   [2026-11-24 03:32:06 +0000] [4242] [INFO] Booting worker with pid: 4242
+// When stderr is the systemd journal (JOURNAL_STREAM), each line starts with its
+// syslog priority (<3> for errors ...), so `journalctl -p err` works.
 #pragma once
 
 #include "config/config.hpp"
@@ -46,5 +48,10 @@ void critical(fmt::format_string<Args...> f, Args&&... args) {
 void configure_access(const std::string& target);
 bool access_enabled();
 void access(std::string_view line);  // `line` without the newline
+
+// In a worker: lines go to a writer thread from now on, so a slow disk never blocks
+// the event loop. flush() writes what is waiting and stops the thread (at exit).
+void start_background_writer();
+void flush();
 
 }  // namespace tricorn::log

@@ -106,7 +106,13 @@ const Setting kSettings[] = {
      "debug, info, warning, error or critical.", "applies at once"},
     {"access_log_format", "access-logformat", 0, "", &Config::access_log_format,
      R"(%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s")",
-     "Access log line, with Gunicorn's atoms.", kReloadNew},
+     "Access log line, with Gunicorn's atoms: h l u t r m U q H s B b f a T M D L p and "
+     "{header}i.",
+     kReloadNew},
+    {"access_log_json", "access-log-json", 0, "", &Config::access_log_json, "false",
+     "Write the access log as JSON lines (time, remote_addr, method, path, query, protocol, "
+     "status, bytes, duration_us, referer, user_agent, pid) instead of access_log_format.",
+     kReloadNew},
     {"pidfile", "pid", 0, "", &Config::pidfile, "", "A file to write the master's pid to.",
      "ignored: needs a restart"},
     {"root_path", "root-path", 0, "", &Config::root_path, "",

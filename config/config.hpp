@@ -39,6 +39,7 @@ struct Config {
   std::string errorlog = "-";  // "-": stderr
   LogLevel loglevel = LogLevel::info;
   std::string access_log_format;
+  bool access_log_json = false;
   std::string pidfile;
   std::string root_path;
   std::uint64_t limit_request_body = 0;  // 0: no limit

@@ -89,6 +89,10 @@ Worker::~Worker() = default;
 int Worker::run() {
   prepare_process();
   if (::getppid() == 1) return 0;  // the master died before we got here
+  log::start_background_writer();
+  struct Flush {
+    ~Flush() { log::flush(); }
+  } flush_logs_at_exit;
   log::info("Booting worker with pid: {}", ::getpid());
   if (!load_app()) return control::kExitWorkerBootError;
   asio::co_spawn(io_, send_heartbeats(), log_connection_error);

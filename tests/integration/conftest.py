@@ -98,8 +98,9 @@ class Server:
         full_env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
         full_env.pop("WEB_CONCURRENCY", None)
         full_env.update(env or {})
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, cwd=tmp, **(popen or {}))
+        options = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
+        options.update(popen or {})
+        self.proc = subprocess.Popen(cmd, env=full_env, **options)
         self.master_pid = self.proc.pid  # changes after a binary upgrade
         self.port = None
         if wait_ready:

@@ -12,6 +12,7 @@
 #include "worker/http1/connection.hpp"
 
 #include "common/log.hpp"
+#include "worker/access_log.hpp"
 #include "worker/dispatch.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
@@ -953,56 +954,10 @@ void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
   if (!trailers.more_trailers) response_ = Response::complete;
 }
 
-// Gunicorn's atoms: h l u t r s b f a, plus T (seconds), D (microseconds), p (pid).
 void Http1Connection::write_access_log() {
-  auto elapsed = Clock::now() - request_start_;
-  std::string line;
-  const std::string& format = worker_.config().access_log_format;
-  for (size_t i = 0; i < format.size(); ++i) {
-    if (format.compare(i, 2, "%(") == 0) {
-      auto close = format.find(")s", i);
-      if (close != std::string::npos) {
-        std::string_view atom(format.data() + i + 2, close - i - 2);
-        i = close + 1;
-        if (atom == "h")
-          line += client_.host.empty() ? "-" : client_.host;
-        else if (atom == "l" || atom == "u")
-          line += "-";
-        else if (atom == "t") {
-          char stamp[64];
-          std::time_t now = std::time(nullptr);
-          std::tm tm{};
-          localtime_r(&now, &tm);
-          line.append(stamp, std::strftime(stamp, sizeof stamp, "[%d/%b/%Y:%H:%M:%S %z]", &tm));
-        } else if (atom == "r") {
-          fmt::format_to(std::back_inserter(line), "{} {} HTTP/{}", head_.method, head_.target,
-                         scope_.http_version);
-        } else if (atom == "s")
-          fmt::format_to(std::back_inserter(line), "{}", status_);
-        else if (atom == "b")
-          fmt::format_to(std::back_inserter(line), "{}", body_bytes_sent_);
-        else if (atom == "f")
-          line += scope_.header("referer").empty() ? "-" : scope_.header("referer");
-        else if (atom == "a")
-          line += scope_.header("user-agent").empty() ? "-" : scope_.header("user-agent");
-        else if (atom == "T")
-          fmt::format_to(std::back_inserter(line), "{}",
-                         std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
-        else if (atom == "D")
-          fmt::format_to(std::back_inserter(line), "{}",
-                         std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
-        else if (atom == "p")
-          fmt::format_to(std::back_inserter(line), "<{}>", ::getpid());
-        else if (atom == "H")
-          fmt::format_to(std::back_inserter(line), "HTTP/{}", scope_.http_version);
-        else
-          line += "-";
-        continue;
-      }
-    }
-    line += format[i];
-  }
-  log::access(line);
+  worker::write_access_log(
+      worker_.config(), {scope_, head_.target, head_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1",
+                         status_, body_bytes_sent_, Clock::now() - request_start_});
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "worker/http2/connection.hpp"
 
 #include "common/log.hpp"
+#include "worker/access_log.hpp"
 #include "worker/dispatch.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/watchdog.hpp"
@@ -150,6 +151,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   bool body_out_eof_ = false;
   bool deferred_ = false;
   Clock::time_point last_progress_;  // the app queued bytes, or nghttp2 took some
+  std::uint64_t body_bytes_ = 0;     // response body bytes the app sent
 };
 
 class Http2Connection final : public worker::Connection,
@@ -637,8 +639,12 @@ asio::awaitable<void> Http2Stream::run_app() {
     co_await serve_websocket();
     co_return;
   }
+  const auto started = Clock::now();
   auto outcome = co_await call_app(c_.worker(), scope_, *this, *this);
   c_.worker().on_request_done();
+  if (log::access_enabled())
+    write_access_log(c_.worker().config(),
+                     {scope_, path_, "HTTP/2", status_, body_bytes_, Clock::now() - started});
   if (body_too_large_ && (response_ == Response::none || response_ == Response::started)) {
     respond_simple(413);
     co_return;
@@ -825,6 +831,7 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
     }
   }
   if (!bodyless) {
+    body_bytes_ += body.body.size();
     if (body_out_.empty()) last_progress_ = Clock::now();
     body_out_.append(body.body);
   }
