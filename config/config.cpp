@@ -1,5 +1,7 @@
 #include "config/config.hpp"
 
+#include "common/networks.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <fmt/format.h>
@@ -138,6 +140,23 @@ const Setting kSettings[] = {
      kReloadNew},
     {"http2_idle_timeout", "http2-idle-timeout", 0, "", &Config::http2_idle_timeout, "60",
      "Seconds an HTTP/2 connection with no open stream is kept before a GOAWAY closes it.",
+     kReloadNew},
+    {"forwarded_allow_ips", "forwarded-allow-ips", 0, "FORWARDED_ALLOW_IPS",
+     &Config::forwarded_allow_ips, "127.0.0.1,::1",
+     "Peers (addresses or CIDR networks, comma-separated, `*` for all) whose Forwarded or "
+     "X-Forwarded-For / X-Forwarded-Proto headers set the scope's client and scheme. Unix "
+     "socket peers are always trusted.",
+     kReloadNew},
+    {"proxy_protocol", "proxy-protocol", 0, "", &Config::proxy_protocol, "false",
+     "Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy and AWS "
+     "load balancers send), which gives the client's address.",
+     kReloadNew},
+    {"proxy_allow_ips", "proxy-allow-ips", 0, "", &Config::proxy_allow_ips, "127.0.0.1,::1",
+     "Peers allowed to send a PROXY header; connections from others are closed.", kReloadNew},
+    {"health_path", "health-path", 0, "", &Config::health_path, "",
+     "A path the server answers itself, before the app: 200 `ok` while the worker serves, 503 "
+     "`draining` from the moment a graceful stop or reload retires it (for load balancer and "
+     "Kubernetes probes). Empty: off.",
      kReloadNew},
     {"lifespan", "lifespan", 0, "", &Config::lifespan, "auto",
      "ASGI lifespan: `auto` runs startup and shutdown if the app implements them, `on` "
@@ -341,6 +360,16 @@ void validate(const Config& c) {
           "must be at least 1024");
   require(c.http2_idle_timeout > 0, "http2_idle_timeout", "must be positive");
   require(c.worker_connections >= 1, "worker_connections", "must be at least 1");
+  for (auto [list, key] : {std::pair{&c.forwarded_allow_ips, "forwarded_allow_ips"},
+                           std::pair{&c.proxy_allow_ips, "proxy_allow_ips"}}) {
+    try {
+      Networks::parse(*list);
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError("", key, e.what());
+    }
+  }
+  require(c.health_path.empty() || c.health_path.starts_with('/'), "health_path",
+          "must start with /");
   require(c.lifespan == "auto" || c.lifespan == "on" || c.lifespan == "off", "lifespan",
           "must be auto, on or off");
   require(c.threads >= 1 && c.threads <= 1024, "threads", "must be between 1 and 1024");

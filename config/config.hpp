@@ -57,6 +57,10 @@ struct Config {
   int http2_max_header_list_size = 65536;
   double http2_idle_timeout = 60;
   std::string lifespan = "auto";  // auto, on, off
+  std::string forwarded_allow_ips = "127.0.0.1,::1";
+  bool proxy_protocol = false;
+  std::string proxy_allow_ips = "127.0.0.1,::1";
+  std::string health_path;
   int threads = 1;
   std::uint64_t ws_max_size = 16 * 1024 * 1024;
   double ws_ping_interval = 20;  // 0: no pings

@@ -17,6 +17,8 @@ packages=(
   python3 python3-h2 python3-hyperframe python3-httpx python3-websockets python3-pytest
   # the chat example end to end, in a real browser
   chromium chromium-driver python3-selenium
+  # the deployment files in deploy/, run or checked by the tests
+  nginx-light haproxy python3-yaml
 )
 
 missing=()
@@ -28,5 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
+  # nginx and haproxy are test tools here: keep their packages from starting the
+  # system services (policy-rc.d 101 = "not now"), unless a policy is already set.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod +x "$policy"
+    trap '"${sudo_cmd[@]}" rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -5,6 +5,8 @@
 
 #include "worker/socket.hpp"
 
+#include <tricorn/app.hpp>
+
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
@@ -21,6 +23,11 @@ class Stream {
  public:
   explicit Stream(Socket socket) : s_(std::move(socket)) {}
   explicit Stream(std::unique_ptr<TlsSocket> tls) : s_(std::move(tls)) {}
+
+  // Who is at the other end: the socket's peer, or the client a PROXY header named.
+  // Host empty for unix sockets.
+  const Address& peer() const { return peer_; }
+  void set_peer(Address peer) { peer_ = std::move(peer); }
 
   template <typename Buffers>
   asio::awaitable<std::tuple<boost::system::error_code, size_t>> read_some(const Buffers& b) {
@@ -49,6 +56,7 @@ class Stream {
 
  private:
   std::variant<Socket, std::unique_ptr<TlsSocket>> s_;
+  Address peer_;
 };
 
 }  // namespace tricorn::worker

@@ -87,8 +87,9 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const config::Config& confi
 }
 
 void start_tls_connection(Worker& worker, asio::ssl::context& context, Socket socket,
-                          const ListenerInfo& listener) {
+                          const ListenerInfo& listener, Address peer) {
   auto h = std::make_shared<Handshake>(std::make_unique<TlsSocket>(std::move(socket), context));
+  h->stream.set_peer(std::move(peer));
   asio::co_spawn(h->stream.executor(), handshake(worker, h, listener), asio::detached);
 }
 

@@ -6,6 +6,8 @@
 #include "config/config.hpp"
 #include "worker/socket.hpp"
 
+#include <tricorn/app.hpp>
+
 #include <boost/asio/ssl/context.hpp>
 
 #include <memory>
@@ -19,6 +21,6 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const config::Config& confi
 
 // Runs the handshake (bounded by header_timeout), then the protocol ALPN chose.
 void start_tls_connection(Worker& worker, asio::ssl::context& context, Socket socket,
-                          const ListenerInfo& listener);
+                          const ListenerInfo& listener, Address peer);
 
 }  // namespace tricorn::worker

@@ -6,6 +6,7 @@
 #include "common/log.hpp"
 #include "worker/blocking.hpp"
 #include "worker/http1/connection.hpp"
+#include "worker/proxy_protocol.hpp"
 #include "worker/socket.hpp"
 #include "worker/tls.hpp"
 
@@ -82,7 +83,11 @@ void log_connection_error(std::exception_ptr e) {
 
 }  // namespace
 
-Worker::Worker(Params params) : params_(std::move(params)), app_(params_.preloaded_app) {}
+Worker::Worker(Params params)
+    : params_(std::move(params)),
+      forwarded_trusted_(Networks::parse(params_.config->forwarded_allow_ips)),
+      proxy_trusted_(Networks::parse(params_.config->proxy_allow_ips)),
+      app_(params_.preloaded_app) {}
 
 Worker::~Worker() = default;
 
@@ -123,6 +128,9 @@ asio::awaitable<void> Worker::boot() {
 }
 
 asio::awaitable<void> Worker::run_app(Scope& scope, Receive& receive, Send& send) {
+  if (scope.type == ScopeType::http && !config().health_path.empty() &&
+      scope.path == config().health_path)
+    return answer_health_check(send);
   if (app_->call) return app_->call(scope, receive, send);
   if (scope.type != ScopeType::http) throw UnsupportedScope();
   return call_blocking(*pool_, app_->sync_call, scope, receive, send);
@@ -202,15 +210,68 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       continue;
     }
     if (ec) continue;  // the peer reset before we accepted: nothing to do
+    Address peer;
     if (!a.info.is_unix) {
       int one = 1;
       ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto p = peer_address(socket.native_handle());
+      peer = {std::move(p.host), p.port};
     }
-    if (tls_)
-      start_tls_connection(*this, *tls_, std::move(socket), a.info);
+    if (config().proxy_protocol)
+      asio::co_spawn(io_, accept_proxied(std::move(socket), a.info, std::move(peer)),
+                     log_connection_error);
     else
-      http1::start_connection(*this, Stream(std::move(socket)), a.info);
+      serve(std::move(socket), a.info, std::move(peer));
     if (draining_) co_return;
+  }
+}
+
+void Worker::serve(Socket socket, const ListenerInfo& info, Address peer) {
+  if (tls_) {
+    start_tls_connection(*this, *tls_, std::move(socket), info, std::move(peer));
+    return;
+  }
+  Stream stream(std::move(socket));
+  stream.set_peer(std::move(peer));
+  http1::start_connection(*this, std::move(stream), info);
+}
+
+// proxy_protocol: the PROXY header comes first, from a peer in proxy_allow_ips, within
+// header_timeout. It is peeked at and then consumed exactly, so whatever follows (TLS,
+// HTTP/1.1, the HTTP/2 preface) is read by the protocol as if nothing came before.
+asio::awaitable<void> Worker::accept_proxied(Socket socket, const ListenerInfo& info,
+                                             Address peer) {
+  if (!info.is_unix && !proxy_trusted_.contains(peer.host)) {
+    log::debug("PROXY header refused from {}: not in proxy_allow_ips", peer.host);
+    co_return;
+  }
+  asio::steady_timer deadline(io_, seconds(config().header_timeout));
+  deadline.async_wait([&socket](boost::system::error_code ec) {
+    boost::system::error_code ignored;
+    if (!ec) socket.cancel(ignored);
+  });
+  char buf[kMaxProxyHeader];
+  for (;;) {
+    auto [ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
+    if (ec) co_return;  // gone, or too slow
+    ssize_t n = ::recv(socket.native_handle(), buf, sizeof buf, MSG_PEEK);
+    if (n <= 0) co_return;
+    auto header = parse_proxy_header({buf, static_cast<size_t>(n)});
+    if (header.kind == ProxyHeader::invalid) {
+      log::debug("Invalid PROXY header from {}", peer.host);
+      co_return;
+    }
+    if (header.kind == ProxyHeader::incomplete) {
+      if (static_cast<size_t>(n) == sizeof buf) co_return;
+      // Wait for more than what is already there: readability alone would spin.
+      asio::steady_timer pause(io_, 5ms);
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    [[maybe_unused]] auto consumed = ::recv(socket.native_handle(), buf, header.size, 0);
+    deadline.cancel();
+    serve(std::move(socket), info, header.source ? std::move(*header.source) : std::move(peer));
+    co_return;
   }
 }
 
@@ -259,6 +320,15 @@ asio::awaitable<void> Worker::handle_signals() {
         co_return;
     }
   }
+}
+
+// health_path: the worker answers for itself, so a balancer sees it turn unhealthy
+// the moment it starts draining, whatever the app does.
+asio::awaitable<void> Worker::answer_health_check(Send& send) {
+  static constexpr Header headers[] = {{"content-type", "text/plain"},
+                                       {"cache-control", "no-store"}};
+  co_await send(HttpResponseStart{draining_ ? 503 : 200, headers});
+  co_await send(HttpResponseBody{draining_ ? "draining\n" : "ok\n"});
 }
 
 void Worker::begin_drain(std::string_view why) {

@@ -3,9 +3,11 @@
 #pragma once
 
 #include "common/listener.hpp"
+#include "common/networks.hpp"
 #include "config/config.hpp"
 #include "worker/buffer_pool.hpp"
 #include "worker/lifespan.hpp"
+#include "worker/socket.hpp"
 #include "worker/thread_pool.hpp"
 
 #include <tricorn/app.hpp>
@@ -63,6 +65,8 @@ class Worker {
   asio::awaitable<void> run_app(Scope& scope, Receive& receive, Send& send);
   const std::shared_ptr<std::any>& state() const { return state_; }
   bool draining() const { return draining_; }
+  const Networks& forwarded_trusted() const { return forwarded_trusted_; }
+  const Networks& proxy_trusted() const { return proxy_trusted_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
   BufferPool& buffers() { return buffers_; }
   void track(Connection* c);
@@ -76,6 +80,8 @@ class Worker {
   const AppEntry& load_app_entry();
   void start_accepting();
   asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  void serve(Socket socket, const ListenerInfo& info, Address peer);
+  asio::awaitable<void> accept_proxied(Socket socket, const ListenerInfo& info, Address peer);
   asio::awaitable<void> send_heartbeats();
   asio::awaitable<void> watch_master();
   asio::awaitable<void> handle_signals();
@@ -84,7 +90,11 @@ class Worker {
   void begin_drain(std::string_view why);
   void stop_if_drained();
 
+  asio::awaitable<void> answer_health_check(Send& send);
+
   Params params_;
+  Networks forwarded_trusted_;
+  Networks proxy_trusted_;
   // One thread, no async resolve, the only io_context with a signal_set in the
   // process: the conditions under which Asio may skip all its locking.
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};

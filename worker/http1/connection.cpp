@@ -14,6 +14,7 @@
 #include "common/log.hpp"
 #include "worker/access_log.hpp"
 #include "worker/dispatch.hpp"
+#include "worker/forwarded.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
 #include "worker/watchdog.hpp"
@@ -195,6 +196,7 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
+  bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
   Limits limits_;
   websocket::Session* websocket_ = nullptr;  // while the connection carries one
   std::unique_ptr<char[]> tunnel_buf_;       // its read buffer
@@ -247,12 +249,10 @@ asio::awaitable<void> Http1Connection::run() {
       c->worker_.untrack(c);
     }
   } finish{this};
-  if (!listener_.is_unix) {
-    auto peer = peer_address(stream_.native_handle());
-    client_ = {std::move(peer.host), peer.port};
-    scope_.client = client_;
-    scope_.server = {listener_.server_host, listener_.server_port};
-  }
+  client_ = stream_.peer();
+  scope_.client = client_;
+  if (!listener_.is_unix) scope_.server = {listener_.server_host, listener_.server_port};
+  forwarding_trusted_ = trusts_forwarding(worker_.forwarded_trusted(), client_.host);
   for (;;) {
     auto next = co_await read_request();
     if (next == Next::http2) hand_off_to_http2(nullptr);
@@ -531,6 +531,10 @@ bool Http1Connection::build_scope() {
   scope_.root_path = worker_.config().root_path;
   scope_.headers = head_.headers;
   scope_.state = worker_.state();
+  if (forwarding_trusted_) {
+    scope_.client = client_;
+    apply_forwarded(scope_, worker_.forwarded_trusted());
+  }
   if (head_.path.find('%') == std::string_view::npos) {
     scope_.path = head_.path;
     return true;

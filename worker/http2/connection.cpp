@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "worker/access_log.hpp"
 #include "worker/dispatch.hpp"
+#include "worker/forwarded.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/watchdog.hpp"
 #include "worker/websocket/session.hpp"
@@ -177,6 +178,7 @@ class Http2Connection final : public worker::Connection,
   Worker& worker() { return worker_; }
   const ListenerInfo& listener() const { return listener_; }
   const Address& client() const { return client_; }
+  bool forwarding_trusted() const { return forwarding_trusted_; }
   nghttp2_session* session() { return session_; }
   bool open() const { return !closing_; }
   Socket::executor_type executor() { return stream_.executor(); }
@@ -222,6 +224,7 @@ class Http2Connection final : public worker::Connection,
   // settings apply to the response.
   std::shared_ptr<Http2Stream> upgraded_stream_;
   Address client_;
+  bool forwarding_trusted_ = false;
   std::string out_;
   bool write_requested_ = false;
   bool writer_waiting_ = false;
@@ -247,10 +250,8 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       c->worker_.untrack(c);
     }
   } finish{this};
-  if (!listener_.is_unix) {
-    auto peer = peer_address(stream_.native_handle());
-    client_ = {std::move(peer.host), peer.port};
-  }
+  client_ = stream_.peer();
+  forwarding_trusted_ = trusts_forwarding(worker_.forwarded_trusted(), client_.host);
   if (!create_session()) co_return;
   if (upgraded) {
     int rv = nghttp2_session_upgrade2(
@@ -604,6 +605,7 @@ bool Http2Stream::build_scope() {
   scope_.root_path = c_.worker().config().root_path;
   scope_.headers = headers_;
   scope_.client = c_.client();
+  if (c_.forwarding_trusted()) apply_forwarded(scope_, c_.worker().forwarded_trusted());
   if (!c_.listener().is_unix)
     scope_.server = {c_.listener().server_host, c_.listener().server_port};
   scope_.state = c_.worker().state();
