@@ -105,7 +105,7 @@ struct Background {
       {
         std::unique_lock lock(mutex);
         wake.wait_for(lock, 100ms, [&] {
-          return stopping || g_error.pending.size() + g_access.pending.size() >= kFlushAt;
+          return stopping || !g_error.pending.empty() || g_access.pending.size() >= kFlushAt;
         });
         error.swap(g_error.pending);
         access.swap(g_access.pending);
@@ -128,13 +128,18 @@ struct Background {
     }
   }
 
+  // Error lines wake the writer at once: they are rare, and an operator reads them in
+  // order with the master's. Access lines wait for the next batch.
   void append(Sink& sink, std::string_view a, std::string_view b) {
-    std::lock_guard lock(mutex);
-    if (sink.pending.size() > kDropAt) {
-      ++dropped;
-      return;
+    {
+      std::lock_guard lock(mutex);
+      if (sink.pending.size() > kDropAt) {
+        ++dropped;
+        return;
+      }
+      sink.pending.append(a).append(b).push_back('\n');
     }
-    sink.pending.append(a).append(b).push_back('\n');
+    if (&sink == &g_error) wake.notify_one();
   }
 };
 

@@ -158,6 +158,16 @@ const Setting kSettings[] = {
      "`draining` from the moment a graceful stop or reload retires it (for load balancer and "
      "Kubernetes probes). Empty: off.",
      kReloadNew},
+    {"metrics_bind", "metrics-bind", 0, "", &Config::metrics_bind, "",
+     "HOST:PORT (or unix:PATH) where the master serves Prometheus metrics at /metrics: "
+     "requests by method and status class, bytes, a duration histogram, open connections "
+     "by protocol, HTTP/2 streams, worker restarts by cause, reloads and upgrades by outcome. "
+     "Empty: off.",
+     "ignored: needs a restart (kept across USR2)"},
+    {"control_socket", "control-socket", 0, "", &Config::control_socket, "",
+     "A unix socket (created 0600) for `tricorn status`, `tricorn reload` and `tricorn stop`. "
+     "Empty: off.",
+     "ignored: needs a restart"},
     {"lifespan", "lifespan", 0, "", &Config::lifespan, "auto",
      "ASGI lifespan: `auto` runs startup and shutdown if the app implements them, `on` "
      "requires it, `off` skips it (Uvicorn's setting).",
@@ -511,7 +521,9 @@ std::string usage() {
       "      --check-config       validate the configuration and the app, then exit\n"
       "      --settings-reference print every setting as markdown (docs/configuration.md)\n"
       "  -v, --version            print the version and exit\n"
-      "  -h, --help               print this help and exit\n";
+      "  -h, --help               print this help and exit\n"
+      "\n       tricorn status|reload|stop [--control-socket PATH | -c FILE]\n"
+      "                           ask a running master (see control_socket)\n\n";
   for (const auto& s : kSettings) {
     if (s.long_flag.empty()) continue;
     std::string flag = s.short_flag ? fmt::format("-{}, --{}", s.short_flag, s.long_flag)

@@ -61,6 +61,8 @@ struct Config {
   bool proxy_protocol = false;
   std::string proxy_allow_ips = "127.0.0.1,::1";
   std::string health_path;
+  std::string metrics_bind;
+  std::string control_socket;
   int threads = 1;
   std::uint64_t ws_max_size = 16 * 1024 * 1024;
   double ws_ping_interval = 20;  // 0: no pings

@@ -75,9 +75,10 @@ std::string env_get(const std::vector<std::string>& env, std::string_view name) 
 
 // Variables that describe this master's own inheritance; neither the workers nor a
 // later upgrade may see them.
-constexpr std::string_view kPrivateEnv[] = {
-    "TRICORN_LISTENERS", "TRICORN_SOCKET_ACTIVATED", "TRICORN_UPGRADE_FD", "LISTEN_FDS",
-    "LISTEN_PID",        "LISTEN_FDNAMES",           "WATCHDOG_PID"};
+constexpr std::string_view kPrivateEnv[] = {"TRICORN_LISTENERS",  "TRICORN_SOCKET_ACTIVATED",
+                                            "TRICORN_UPGRADE_FD", "TRICORN_METRICS_FD",
+                                            "LISTEN_FDS",         "LISTEN_PID",
+                                            "LISTEN_FDNAMES",     "WATCHDOG_PID"};
 
 std::vector<std::string> without_private_env(const std::vector<std::string>& env) {
   std::vector<std::string> out;
@@ -139,6 +140,11 @@ int Master::run() {
   const auto& config = current_.config;
   try {
     listeners_ = acquire_listeners();
+    open_metrics_endpoint();
+    if (!config.control_socket.empty())
+      control_ = std::make_unique<ControlServer>(
+          config.control_socket,
+          [this](std::string_view command, int client) { return handle_command(command, client); });
   } catch (const std::exception& e) {
     log::critical("{}", e.what());
     return 1;
@@ -176,6 +182,8 @@ int Master::run() {
   remove_pidfile(handed_over_ ? current_.config.pidfile + ".oldbin" : current_.config.pidfile);
   log::info("Shutting down: Master");
   if (!boot_failure_.empty()) log::critical("{}", boot_failure_);
+  for (int c : std::exchange(stop_waiters_, {})) control_->answer(c, "stopped\n");
+  control_.reset();  // sends what is waiting, removes the socket
   return exit_code_;
 }
 
@@ -205,7 +213,15 @@ void Master::wait_for_events() {
   fds.push_back({signal_pipe_[0], POLLIN, 0});
   fds.push_back({upgrade_ ? upgrade_->ready_fd : -1, POLLIN, 0});
   for (const auto& s : slots_) fds.push_back({s.control_fd, POLLIN, 0});
+  const size_t metrics_at = fds.size();
+  if (metrics_server_) metrics_server_->add_to(fds);
+  const size_t control_at = fds.size();
+  if (control_) control_->add_to(fds);
   int n = ::poll(fds.data(), fds.size(), static_cast<int>(kTick / 1ms));
+  // Called whether or not poll saw something: they also expire deadlines and send
+  // answers that became ready.
+  if (metrics_server_) metrics_server_->handle(fds.data() + metrics_at);
+  if (control_) control_->handle(fds.data() + control_at);
   if (n <= 0) return;
   if (fds[1].revents && upgrade_) read_upgrade_pipe();
   if (fds[0].revents & POLLIN) {
@@ -216,7 +232,7 @@ void Master::wait_for_events() {
         if (buf[i] != SIGCHLD) pending_signals_.push_back(buf[i]);
   }
   // Only this function changes slots_ between building fds and here: indexes match.
-  for (size_t i = 2; i < fds.size(); ++i)
+  for (size_t i = 2; i < metrics_at; ++i)
     if (fds[i].revents) read_control(slots_[i - 2]);
 }
 
@@ -309,6 +325,7 @@ void Master::murder_workers() {
         s.boot_error = "not ready within timeout";
       ::kill(s.pid, SIGABRT);
       s.abort_sent_at = now;
+      ++events_.restarts_timeout;
     }
   }
 }
@@ -326,6 +343,7 @@ void Master::reap_workers() {
         std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
     if (it == slots_.end()) continue;
     on_worker_exit(*it, status);
+    metrics_.retire_slot(it->metrics_slot);
     ::close(it->control_fd);
     slots_.erase(it);
     close_unused_listeners();
@@ -343,6 +361,7 @@ void Master::on_worker_exit(Slot& slot, int status) {
     return;
   }
   std::string reason = slot.boot_error.empty() ? describe_exit(status) : slot.boot_error;
+  if (!boot_error && !slot.abort_sent_at) ++events_.restarts_crash;
   if (boot_error && !ever_ready_) {
     // A first start that cannot boot stops here, with the reason, instead of looping.
     boot_failure_ = "Worker failed to boot: " + reason;
@@ -381,11 +400,15 @@ void Master::manage_workers() {
     for (size_t n = count_active(); n < target_workers_; ++n) spawn_worker();
   if (count_ready_current() < target_workers_) return;
   for (auto& s : slots_)
-    if (s.state != SlotState::draining && (s.generation != current_.id || s.replace))
+    if (s.state != SlotState::draining && (s.generation != current_.id || s.replace)) {
+      if (s.replace) ++events_.restarts_recycle;
       retire_worker(s, s.replace ? "replaced after max_requests" : "replaced by a reload");
+    }
   if (previous_) {
     log::info("Reload complete: generation {} serving with {} worker(s)", current_.id,
               target_workers_);
+    reload_finished(
+        true, fmt::format("generation {} serving with {} worker(s)", current_.id, target_workers_));
     previous_.reset();
     reload_opened_.clear();
     sd_notify(0, "READY=1");
@@ -416,6 +439,8 @@ size_t Master::count_ready_current() const {
 // --- actions ----------------------------------------------------------------------------
 
 void Master::spawn_worker() {
+  const int metrics_slot = metrics_.take_slot();
+  if (metrics_slot < 0) log::warning("No metrics slot left: the new worker goes uncounted");
   auto pair = control::make_pair();
   ::fcntl(pair.master_end, F_SETFL, O_NONBLOCK);
   // Until the child has reset the master's handlers, a signal sent to it would be
@@ -429,16 +454,18 @@ void Master::spawn_worker() {
     log::error("fork failed: {}", std::strerror(errno));
     ::close(pair.master_end);
     ::close(pair.worker_end);
+    metrics_.retire_slot(metrics_slot);
     next_spawn_at_ = Clock::now() + 1s;
     return;
   }
   if (pid == 0) {
     ::close(pair.master_end);
-    run_worker_process(pair.worker_end);
+    run_worker_process(pair.worker_end, metrics_slot);
   }
   ::close(pair.worker_end);
   auto now = Clock::now();
   Slot s;
+  s.metrics_slot = metrics_slot;
   s.pid = pid;
   s.generation = current_.id;
   s.control_fd = pair.master_end;
@@ -447,8 +474,10 @@ void Master::spawn_worker() {
 }
 
 // In the child: drop what belongs to the master and become a worker.
-void Master::run_worker_process(int control_fd) {
+void Master::run_worker_process(int control_fd, int metrics_slot) {
   for (const auto& s : slots_) ::close(s.control_fd);
+  if (metrics_server_) metrics_server_->close_in_child();
+  if (control_) control_->close_in_child();
   for (int fd : signal_pipe_) ::close(fd);
   for (auto& l : retired_listeners_) ::close(l.fd);
   const auto& c = current_.config;
@@ -461,8 +490,8 @@ void Master::run_worker_process(int control_fd) {
   // The worker is never destroyed: the process ends right after run(), and tearing
   // the event loop down would run connection clean-up against members of the worker
   // already destroyed (ASan showed it). The kernel closes what is left.
-  auto* w =
-      new worker::Worker({&c, listeners_, control_fd, current_.id, preloaded_app_, max_requests});
+  auto* w = new worker::Worker({&c, listeners_, control_fd, current_.id, preloaded_app_,
+                                max_requests, metrics_.slot(metrics_slot)});
   ::_exit(w->run());
 }
 
@@ -483,10 +512,13 @@ void Master::reload() {
     next = config::load(args_, environ_).config;
   } catch (const std::exception& e) {
     log::error("Reload failed, keeping the running configuration: {}", e.what());
+    reload_finished(false, fmt::format("keeping the running configuration: {}", e.what()));
     return;
   }
   if (previous_) {
     log::warning("Reload ignored: generation {} is still starting", current_.id);
+    for (int c : std::exchange(reload_waiters_, {}))
+      if (control_) control_->answer(c, "reload ignored: a reload is already in progress\n");
     return;
   }
   struct timespec ts {};
@@ -509,6 +541,7 @@ void Master::reload() {
   } catch (const std::exception& e) {
     for (auto& l : opened) close_listener(l, true);
     log::error("Reload failed, keeping the running configuration: {}", e.what());
+    reload_finished(false, fmt::format("keeping the running configuration: {}", e.what()));
     sd_notify(0, "READY=1");
     return;
   }
@@ -530,6 +563,7 @@ void Master::reload() {
 // The new generation cannot start: kill it and go on with the previous one.
 void Master::rollback_reload(const std::string& why) {
   log::error("Reload failed, keeping generation {}: {}", previous_->id, why);
+  reload_finished(false, fmt::format("keeping generation {}: {}", previous_->id, why));
   for (auto& s : slots_)
     if (s.generation == current_.id) {
       ::kill(s.pid, SIGKILL);
@@ -667,6 +701,8 @@ void Master::start_upgrade() {
   for (const auto& l : listeners_) spec += fmt::format("{},{};", l.fd, l.bind);
   env.push_back("TRICORN_LISTENERS=" + spec);
   if (socket_activated_) env.push_back("TRICORN_SOCKET_ACTIVATED=1");
+  if (metrics_server_)
+    env.push_back(fmt::format("TRICORN_METRICS_FD={}", metrics_server_->listener().fd));
   env.push_back(fmt::format("TRICORN_UPGRADE_FD={}", pipefd[1]));
 
   const auto& pidfile = current_.config.pidfile;
@@ -696,6 +732,7 @@ void Master::exec_new_master(const std::vector<std::string>& env, int ready_fd) 
   dfl.sa_handler = SIG_DFL;
   for (int s : kHandledSignals) ::sigaction(s, &dfl, nullptr);
   for (const auto& l : listeners_) ::fcntl(l.fd, F_SETFD, 0);
+  if (metrics_server_) ::fcntl(metrics_server_->listener().fd, F_SETFD, 0);
   ::fcntl(ready_fd, F_SETFD, 0);
   sigset_t none;
   sigemptyset(&none);
@@ -729,9 +766,11 @@ void Master::read_upgrade_pipe() {
 void Master::finish_upgrade() {
   log::info("Upgrade complete: new master {} is ready; retiring this master's workers",
             upgrade_->pid);
+  ++events_.upgrades_ok;
   ::close(upgrade_->ready_fd);
   upgrade_.reset();
   handed_over_ = true;
+  if (control_) control_->keep_path();
   phase_ = Phase::stopping;
   auto deadline = Clock::now() + seconds(current_.config.graceful_timeout);
   for (auto& s : slots_)
@@ -744,6 +783,7 @@ void Master::finish_upgrade() {
 
 void Master::abandon_upgrade(const std::string& why) {
   log::error("Upgrade failed, this master keeps serving: {}", why);
+  ++events_.upgrades_failed;
   ::kill(upgrade_->pid, SIGQUIT);
   if (upgrade_->ready_fd >= 0) ::close(upgrade_->ready_fd);
   upgrade_.reset();
@@ -777,6 +817,107 @@ void Master::notify_status() {
   if (status == last_status_) return;
   last_status_ = status;
   sd_notify(0, status.c_str());
+}
+
+}  // namespace tricorn::supervisor
+
+namespace tricorn::supervisor {
+
+// metrics_bind: bound once; a binary upgrade hands the socket to the new master, as it
+// does the listeners (both cannot bind the port at once).
+void Master::open_metrics_endpoint() {
+  const auto& bind = current_.config.metrics_bind;
+  if (bind.empty()) return;
+  Listener l;
+  if (auto inherited = env_get(environ_, "TRICORN_METRICS_FD"); !inherited.empty()) {
+    l = open_listener("fd://" + inherited, {});
+    l.bind = bind;
+  } else {
+    l = open_listener(bind, listen_options(current_.config));
+  }
+  ::unsetenv("TRICORN_METRICS_FD");
+  ::fcntl(l.fd, F_SETFL, O_NONBLOCK);
+  log::info("Metrics at: http://{}/metrics", l.name());
+  metrics_server_ =
+      std::make_unique<MetricsServer>(std::move(l), [this] { return render_metrics(); });
+}
+
+std::string Master::render_metrics() const {
+  size_t states[3] = {};
+  for (const auto& s : slots_) ++states[static_cast<int>(s.state)];
+  return metrics_.render(fmt::format(
+      "# HELP tricorn_workers Worker processes, by state.\n"
+      "# TYPE tricorn_workers gauge\n"
+      "tricorn_workers{{state=\"booting\"}} {}\n"
+      "tricorn_workers{{state=\"ready\"}} {}\n"
+      "tricorn_workers{{state=\"draining\"}} {}\n"
+      "# HELP tricorn_worker_restarts_total Workers replaced, by cause.\n"
+      "# TYPE tricorn_worker_restarts_total counter\n"
+      "tricorn_worker_restarts_total{{cause=\"crash\"}} {}\n"
+      "tricorn_worker_restarts_total{{cause=\"timeout\"}} {}\n"
+      "tricorn_worker_restarts_total{{cause=\"recycle\"}} {}\n"
+      "# HELP tricorn_reloads_total Reloads (HUP), by outcome.\n"
+      "# TYPE tricorn_reloads_total counter\n"
+      "tricorn_reloads_total{{outcome=\"success\"}} {}\n"
+      "tricorn_reloads_total{{outcome=\"failure\"}} {}\n"
+      "# HELP tricorn_upgrades_total Binary upgrades (USR2) started by this master, by outcome.\n"
+      "# TYPE tricorn_upgrades_total counter\n"
+      "tricorn_upgrades_total{{outcome=\"success\"}} {}\n"
+      "tricorn_upgrades_total{{outcome=\"failure\"}} {}\n"
+      "# HELP tricorn_config_generation The generation of workers now serving.\n"
+      "# TYPE tricorn_config_generation gauge\n"
+      "tricorn_config_generation {}\n",
+      states[0], states[1], states[2], events_.restarts_crash, events_.restarts_timeout,
+      events_.restarts_recycle, events_.reloads_ok, events_.reloads_failed, events_.upgrades_ok,
+      events_.upgrades_failed, current_.id));
+}
+
+}  // namespace tricorn::supervisor
+
+namespace tricorn::supervisor {
+
+// A command from the control socket. reload and stop go through the same queue as HUP
+// and TERM, so they are the signals' mechanism, answered when it is done.
+std::optional<std::string> Master::handle_command(std::string_view command, int client) {
+  if (command == "status") return status_table();
+  if (command == "reload") {
+    reload_waiters_.push_back(client);
+    pending_signals_.push_back(SIGHUP);
+    return std::nullopt;
+  }
+  if (command == "stop") {
+    stop_waiters_.push_back(client);
+    pending_signals_.push_back(SIGTERM);
+    return std::nullopt;
+  }
+  return fmt::format("error: unknown command '{}' (status, reload, stop)\n", command);
+}
+
+void Master::reload_finished(bool ok, std::string_view what) {
+  ++(ok ? events_.reloads_ok : events_.reloads_failed);
+  for (int c : std::exchange(reload_waiters_, {}))
+    if (control_)
+      control_->answer(c, fmt::format("{}: {}\n", ok ? "reloaded" : "reload failed", what));
+}
+
+std::string Master::status_table() const {
+  const auto now = Clock::now();
+  auto out = fmt::format("tricorn {}, master {}, generation {}, {} worker(s), {}\n",
+                         TRICORN_VERSION, ::getpid(), current_.id, slots_.size(),
+                         phase_ == Phase::running ? "running" : "stopping");
+  fmt::format_to(std::back_inserter(out), "{:<8} {:>4} {:>9} {:<9} {:>6} {:>10} {:>10}\n", "PID",
+                 "GEN", "AGE", "STATE", "CONNS", "REQUESTS", "HEARTBEAT");
+  static constexpr std::string_view names[] = {"booting", "ready", "draining"};
+  for (const auto& s : slots_) {
+    auto age = std::chrono::duration_cast<std::chrono::seconds>(now - s.spawned_at).count();
+    auto beat = std::chrono::duration<double>(now - s.last_heartbeat).count();
+    const auto* m = metrics_.slot(s.metrics_slot);
+    fmt::format_to(
+        std::back_inserter(out), "{:<8} {:>4} {:>3}:{:02}:{:02} {:<9} {:>6} {:>10} {:>9.1f}s\n",
+        s.pid, s.generation, age / 3600, age / 60 % 60, age % 60, names[static_cast<int>(s.state)],
+        m ? m->connections_total() : 0, m ? m->requests_total() : 0, beat);
+  }
+  return out;
 }
 
 }  // namespace tricorn::supervisor

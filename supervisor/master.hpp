@@ -4,7 +4,10 @@
 #pragma once
 
 #include "common/listener.hpp"
+#include "common/metrics.hpp"
 #include "config/config.hpp"
+#include "supervisor/control_server.hpp"
+#include "supervisor/metrics_server.hpp"
 
 #include <tricorn/app.hpp>
 
@@ -45,6 +48,14 @@ class Master {
     std::optional<Clock::time_point> kill_at;        // draining: SIGKILL after this
     bool replace = false;                            // recycle: retire once replaced
     std::string boot_error;
+    int metrics_slot = -1;  // its counters in the shared block
+  };
+
+  // What the master itself counts, for the metrics endpoint.
+  struct Events {
+    std::uint64_t restarts_crash = 0, restarts_timeout = 0, restarts_recycle = 0;
+    std::uint64_t reloads_ok = 0, reloads_failed = 0;
+    std::uint64_t upgrades_ok = 0, upgrades_failed = 0;
   };
 
   // A generation: the configuration its workers were forked with.
@@ -77,7 +88,7 @@ class Master {
 
   // Actions.
   void spawn_worker();
-  [[noreturn]] void run_worker_process(int control_fd);
+  [[noreturn]] void run_worker_process(int control_fd, int metrics_slot);
   void retire_worker(Slot& slot, std::string_view why);
   void signal_all(int signo);
   void reload();
@@ -94,6 +105,11 @@ class Master {
   void close_unused_listeners();
   void load_preloaded_app();
 
+  void open_metrics_endpoint();
+  std::optional<std::string> handle_command(std::string_view command, int client);
+  std::string status_table() const;
+  void reload_finished(bool ok, std::string_view what);
+  std::string render_metrics() const;
   size_t count_active() const;
   size_t count_ready_current() const;
   void notify_status();
@@ -127,6 +143,12 @@ class Master {
   bool handed_over_ = false;  // a new master took over; this one is leaving
   int old_master_fd_ = -1;    // we are the new master: "ready" goes here
   std::uint64_t watchdog_usec_ = 0;
+  metrics::Registry metrics_;  // mapped before the first fork
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::unique_ptr<ControlServer> control_;
+  std::vector<int> reload_waiters_;  // control clients told the outcome of the reload
+  std::vector<int> stop_waiters_;    // ... and when the master is gone
+  Events events_;
   Clock::time_point last_watchdog_;
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/listener.hpp"
+#include "common/metrics.hpp"
 #include "common/networks.hpp"
 #include "config/config.hpp"
 #include "worker/buffer_pool.hpp"
@@ -43,8 +44,9 @@ struct Params {
   std::vector<Listener> listeners;
   int control_fd;
   unsigned generation;
-  const AppEntry* preloaded_app;  // null unless preload_app
-  int max_requests;               // 0: no recycling; jitter already applied
+  const AppEntry* preloaded_app;                // null unless preload_app
+  int max_requests;                             // 0: no recycling; jitter already applied
+  metrics::WorkerCounters* counters = nullptr;  // this worker's slot; null: uncounted
 };
 
 class Worker {
@@ -65,6 +67,7 @@ class Worker {
   asio::awaitable<void> run_app(Scope& scope, Receive& receive, Send& send);
   const std::shared_ptr<std::any>& state() const { return state_; }
   bool draining() const { return draining_; }
+  metrics::WorkerCounters* counters() { return params_.counters; }
   const Networks& forwarded_trusted() const { return forwarded_trusted_; }
   const Networks& proxy_trusted() const { return proxy_trusted_; }
   std::string_view http_date();  // IMF-fixdate, cached per second

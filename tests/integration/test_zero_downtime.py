@@ -118,6 +118,7 @@ def test_reload_deploys_new_app_code(start_server, tmpdir_path):
     app = Path(tmpdir_path, "libversion.so")
     shutil.copy(BUILD / "libversion_a.so", app)
     s = start_server("-w", "2", app=app)
+    old = s.wait_workers(2)
     seen = []
     failures = []
     stop = threading.Event()
@@ -150,12 +151,17 @@ def test_reload_deploys_new_app_code(start_server, tmpdir_path):
     s.signal(signal.SIGHUP)
     s.notify.wait_for("READY=1")
     wait_until(lambda: "version b" in seen, what="the new version to answer")
+    # A keep-alive connection to an old worker may get one more "version a" (with
+    # Connection: close) while it drains; once the old workers are gone, only b answers.
+    s.wait_workers(2, exclude=old)
     stop.set()
     for t in threads:
         t.join(10)
     assert failures == []
     assert seen[0] == "version a"
-    assert seen[-1] == "version b"
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().decode() == "version b"
 
 
 def test_winch_retires_workers_and_keeps_the_sockets(start_server):

@@ -186,6 +186,13 @@ class Http1Connection final : public worker::Connection,
   void send_trailers(const HttpResponseTrailers& trailers);
   void commit_head(std::string_view first_body, bool more_body);
   void write_access_log();
+  void count_response(std::string_view method);
+  void count_bytes(std::atomic<std::uint64_t> metrics::WorkerCounters::*field, size_t n) {
+    if (auto* m = worker_.counters()) m->add(m->*field, n);
+  }
+  void count_connection(metrics::Protocol p, int d) {
+    if (auto* m = worker_.counters()) m->add(m->connections[static_cast<int>(p)], d);
+  }
 
   Worker& worker_;
   Stream stream_;
@@ -240,9 +247,11 @@ class Http1Connection final : public worker::Connection,
 
 asio::awaitable<void> Http1Connection::run() {
   worker_.track(this);
+  count_connection(metrics::Protocol::http1, 1);
   struct Finish {
     Http1Connection* c;
     ~Finish() {
+      c->count_connection(metrics::Protocol::http1, -1);
       c->finished_ = true;
       c->watchdog_.stop();
       c->release_buffer();
@@ -297,6 +306,7 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
       if (r.kind == ParseResult::complete) co_return Next::request;
       if (r.kind == ParseResult::error) {
         co_await respond_error(r.status, r.reason);
+        count_response({});
         co_return Next::close;
       }
     }
@@ -304,14 +314,17 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
     if (idle && !co_await wait_for_next_request()) co_return Next::close;
     if (!make_room_for_head()) {
       co_await respond_error(431, "request head too large");
+      count_response({});
       co_return Next::close;
     }
     waiting_idle_ = idle;
     size_t n = co_await read_some(idle ? Wait::idle : Wait::head);
     waiting_idle_ = false;
     if (n == 0) {
-      if (watchdog_.expired() && !idle)
+      if (watchdog_.expired() && !idle) {
         co_await respond_error(408, "request head not received in time");
+        count_response({});
+      }
       co_return Next::close;
     }
     if (idle && requests_ > 0) head_started_ = Clock::now();
@@ -415,6 +428,12 @@ void Http1Connection::reset_request_state() {
 asio::awaitable<void> Http1Connection::handle_request() {
   make_room_for_body();
   reset_request_state();
+  struct Count {  // every answer of this request, whichever way it leaves
+    Http1Connection* c;
+    ~Count() {
+      if (c->status_ && c->status_ != 101 && !c->handed_off_) c->count_response(c->head_.method);
+    }
+  } count{this};
   if (!build_scope()) {
     co_await respond_error(400, "malformed percent-encoding in the path");
     co_return;
@@ -579,6 +598,7 @@ asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
   watchdog_.clear();
   if (ec == asio::error::eof) peer_closed_ = true;
   if (ec) co_return 0;
+  count_bytes(&metrics::WorkerCounters::bytes_in, n);
   end_ += n;
   co_return n;
 }
@@ -590,6 +610,7 @@ asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
   auto [ec, n] = co_await stream_.write(buffers);
   watchdog_.clear();
   out_.clear();
+  count_bytes(&metrics::WorkerCounters::bytes_out, n);
   if (ec) {
     disconnected_ = true;
     throw ClientGone(watchdog_.expired() ? "send timeout" : ec.message());
@@ -613,7 +634,11 @@ asio::awaitable<void> Http1Connection::serve_websocket() {
   auto session = std::make_shared<websocket::Session>(worker_, scope_, *this,
                                                       scope_.header("sec-websocket-key"));
   websocket_ = session.get();
+  count_connection(metrics::Protocol::http1, -1);
+  count_connection(metrics::Protocol::websocket, 1);
   co_await session->run(head_.target);
+  count_connection(metrics::Protocol::websocket, -1);
+  count_connection(metrics::Protocol::http1, 1);
   websocket_ = nullptr;
   worker_.buffers().give(std::move(tunnel_buf_));
 }
@@ -648,6 +673,7 @@ asio::awaitable<std::string_view> Http1Connection::read() {
   auto [ec, n] = co_await stream_.read_some(asio::buffer(tunnel_buf_.get(), BufferPool::kSize));
   if (ec == asio::error::eof) peer_closed_ = true;
   if (ec) co_return std::string_view();
+  count_bytes(&metrics::WorkerCounters::bytes_in, n);
   co_return std::string_view(tunnel_buf_.get(), n);
 }
 
@@ -655,6 +681,7 @@ asio::awaitable<bool> Http1Connection::write(std::string_view bytes) {
   set_deadline(Wait::send);
   auto [ec, n] = co_await stream_.write(asio::buffer(bytes));
   watchdog_.clear();
+  count_bytes(&metrics::WorkerCounters::bytes_out, n);
   co_return !ec;
 }
 
@@ -956,6 +983,15 @@ void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
     if (!trailers.more_trailers) out_ += "\r\n";
   }
   if (!trailers.more_trailers) response_ = Response::complete;
+}
+
+void Http1Connection::count_response(std::string_view method) {
+  if (auto* m = worker_.counters())
+    m->count_request(
+        method, status_,
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request_start_)
+                .count()));
 }
 
 void Http1Connection::write_access_log() {

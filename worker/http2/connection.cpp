@@ -186,7 +186,10 @@ class Http2Connection final : public worker::Connection,
     write_requested_ = true;
     if (writer_waiting_) writer_wake_.cancel();
   }
-  void forget(std::int32_t id) { streams_.erase(id); }
+  void forget(std::int32_t id) {
+    if (streams_.erase(id))
+      if (auto* m = worker_.counters()) m->add(m->http2_streams, -1);
+  }
 
  private:
   bool create_session();
@@ -238,9 +241,14 @@ class Http2Connection final : public worker::Connection,
 asio::awaitable<void> Http2Connection::run(std::string received,
                                            std::unique_ptr<UpgradedRequest> upgraded) {
   worker_.track(this);
+  if (auto* m = worker_.counters()) m->add(m->connections[int(metrics::Protocol::http2)], 1);
   struct Finish {
     Http2Connection* c;
     ~Finish() {
+      if (auto* m = c->worker_.counters()) {
+        m->add(m->connections[int(metrics::Protocol::http2)], -1);
+        m->add(m->http2_streams, -static_cast<std::int64_t>(c->streams_.size()));
+      }
       c->closing_ = true;
       c->idle_watchdog_.stop();
       c->send_watchdog_.stop();
@@ -264,6 +272,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
     auto s = std::make_shared<Http2Stream>(*this, 1);
     s->set_upgraded(*upgraded);
     streams_[1] = s;
+    if (auto* m = worker_.counters()) m->add(m->http2_streams, 1);
     nghttp2_session_set_stream_user_data(session_, 1, s.get());
     upgraded_stream_ = s;  // started once the client's SETTINGS arrive
   }
@@ -291,6 +300,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       }
       break;
     }
+    if (auto* m = worker_.counters()) m->add(m->bytes_in, n);
     if (!feed(buf.get(), n)) break;
   }
   // Let the writer flush what is queued (a GOAWAY, the last responses), then close.
@@ -382,6 +392,7 @@ asio::awaitable<void> Http2Connection::write_loop() {
       send_watchdog_.set(Clock::now() + seconds(worker_.config().send_timeout), shared_from_this());
       auto [ec, written] = co_await stream_.write(asio::buffer(out_));
       send_watchdog_.clear();
+      if (auto* m = worker_.counters()) m->add(m->bytes_out, written);
       out_.clear();
       if (ec) break;
       continue;  // more may have been queued while we wrote
@@ -472,6 +483,7 @@ int Http2Connection::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, 
   auto s = std::make_shared<Http2Stream>(*c, f->hd.stream_id);
   nghttp2_session_set_stream_user_data(c->session_, f->hd.stream_id, s.get());
   c->streams_[f->hd.stream_id] = std::move(s);
+  if (auto* m = c->worker_.counters()) m->add(m->http2_streams, 1);
   return 0;
 }
 
@@ -620,6 +632,19 @@ bool Http2Stream::build_scope() {
 
 asio::awaitable<void> Http2Stream::run_app() {
   if (closed_) co_return;  // reset before it started: nothing to do (Rapid Reset)
+  const auto started = Clock::now();
+  struct Count {  // every answer of this stream, whichever way it leaves
+    Http2Stream* s;
+    Clock::time_point started;
+    ~Count() {
+      if (auto* m = s->c_.worker().counters(); m && s->status_ && s->protocol_.empty())
+        m->count_request(
+            s->method_, s->status_,
+            static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started)
+                    .count()));
+    }
+  } count{this, started};
   if (headers_too_large_) {
     respond_simple(431);
     co_return;
@@ -641,7 +666,6 @@ asio::awaitable<void> Http2Stream::run_app() {
     co_await serve_websocket();
     co_return;
   }
-  const auto started = Clock::now();
   auto outcome = co_await call_app(c_.worker(), scope_, *this, *this);
   c_.worker().on_request_done();
   if (log::access_enabled())
@@ -674,7 +698,10 @@ asio::awaitable<void> Http2Stream::serve_websocket() {
   scope_.method = "GET";  // the same websocket scope as over HTTP/1.1
   auto session = std::make_shared<websocket::Session>(c_.worker(), scope_, *this, "");
   websocket_ = session.get();
+  auto* m = c_.worker().counters();
+  if (m) m->add(m->connections[int(metrics::Protocol::websocket)], 1);
   co_await session->run(path_);
+  if (m) m->add(m->connections[int(metrics::Protocol::websocket)], -1);
   websocket_ = nullptr;
   c_.worker().on_request_done();
 }
