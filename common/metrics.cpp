@@ -23,12 +23,13 @@ size_t method_index(std::string_view method) {
 
 void WorkerCounters::count_request(std::string_view method, int status, std::uint64_t duration_us) {
   size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100 - 1) : 4;
-  requests[method_index(method)][cls].fetch_add(1, relaxed);
+  add(requests[method_index(method)][cls], 1);
   size_t b = 0;
-  while (b<kBucketCount&& static_cast<double>(duration_us)> kBuckets[b] * 1e6) ++b;
-  if (b < kBucketCount) duration_buckets[b].fetch_add(1, relaxed);
-  duration_count.fetch_add(1, relaxed);
-  duration_sum_us.fetch_add(duration_us, relaxed);
+  const double seconds = static_cast<double>(duration_us) / 1e6;
+  while (b < kBucketCount && seconds > kBuckets[b]) ++b;
+  if (b < kBucketCount) add(duration_buckets[b], 1);
+  add(duration_count, 1);
+  add(duration_sum_us, duration_us);
 }
 
 std::uint64_t WorkerCounters::requests_total() const {

@@ -36,11 +36,11 @@ struct WorkerCounters {
   std::atomic<std::int64_t> http2_streams;            // gauge
 
   void count_request(std::string_view method, int status, std::uint64_t duration_us);
-  void add(std::atomic<std::int64_t>& gauge, std::int64_t d) {
-    gauge.fetch_add(d, std::memory_order_relaxed);
-  }
-  void add(std::atomic<std::uint64_t>& counter, std::uint64_t d) {
-    counter.fetch_add(d, std::memory_order_relaxed);
+  // One writer per slot (its worker's only thread), so a plain load and store will do:
+  // no locked instruction on the request path, and the master's reads are never torn.
+  template <typename T, typename D>
+  static void add(std::atomic<T>& v, D d) {
+    v.store(v.load(std::memory_order_relaxed) + static_cast<T>(d), std::memory_order_relaxed);
   }
   std::uint64_t requests_total() const;
   std::int64_t connections_total() const;
