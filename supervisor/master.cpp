@@ -771,6 +771,7 @@ void Master::finish_upgrade() {
   upgrade_.reset();
   handed_over_ = true;
   if (control_) control_->keep_path();
+  if (metrics_server_) metrics_server_->keep_path();
   phase_ = Phase::stopping;
   auto deadline = Clock::now() + seconds(current_.config.graceful_timeout);
   for (auto& s : slots_)

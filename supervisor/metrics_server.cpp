@@ -31,7 +31,7 @@ MetricsServer::MetricsServer(Listener listener, Render render)
 
 MetricsServer::~MetricsServer() {
   for (auto& s : scrapes_) ::close(s.fd);
-  close_listener(listener_, true);
+  close_listener(listener_, !keep_path_);
 }
 
 void MetricsServer::add_to(std::vector<pollfd>& fds) const {

@@ -27,6 +27,8 @@ class MetricsServer {
   void handle(const pollfd* fds);  // this server's entries, in add_to's order
   const Listener& listener() const { return listener_; }
   void close_in_child() const;  // in a forked worker: close every descriptor of this server
+  // After a binary upgrade the new master serves on this socket: keep a unix path.
+  void keep_path() { keep_path_ = true; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -43,6 +45,7 @@ class MetricsServer {
 
   Listener listener_;
   Render render_;
+  bool keep_path_ = false;
   std::vector<Scrape> scrapes_;
 };
 
