@@ -23,7 +23,8 @@ const AppEntry& load_app(const std::string& path, const std::string& symbol) {
         "with Boost {}: rebuild the app against this server's headers",
         path, symbol, entry->abi_version >> 32, entry->abi_version & 0xffffffffu, kInterfaceVersion,
         BOOST_VERSION));
-  if (!entry->call && !entry->sync_call) throw AppLoadError(fmt::format("app {}:{} has no function", path, symbol));
+  if (!entry->call && !entry->sync_call)
+    throw AppLoadError(fmt::format("app {}:{} has no function", path, symbol));
   return *entry;
 }
 
