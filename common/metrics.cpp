@@ -21,7 +21,10 @@ size_t method_index(std::string_view method) {
 
 }  // namespace
 
-void WorkerCounters::count_request(std::string_view method, int status, std::uint64_t duration_us) {
+void WorkerCounters::count_request(std::string_view method, int status,
+                                   std::chrono::steady_clock::duration took) {
+  const auto duration_us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100 - 1) : 4;
   add(requests[method_index(method)][cls], 1);
   size_t b = 0;

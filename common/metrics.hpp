@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -35,7 +36,7 @@ struct WorkerCounters {
   std::atomic<std::int64_t> connections[kProtocols];  // gauge
   std::atomic<std::int64_t> http2_streams;            // gauge
 
-  void count_request(std::string_view method, int status, std::uint64_t duration_us);
+  void count_request(std::string_view method, int status, std::chrono::steady_clock::duration took);
   // One writer per slot (its worker's only thread), so a plain load and store will do:
   // no locked instruction on the request path, and the master's reads are never torn.
   template <typename T, typename D>

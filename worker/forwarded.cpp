@@ -9,22 +9,8 @@ namespace tricorn::worker {
 namespace {
 
 using tricorn::http1::iequals;
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-std::vector<std::string_view> split(std::string_view s, char by) {
-  std::vector<std::string_view> out;
-  while (true) {
-    auto at = s.find(by);
-    out.push_back(trim(s.substr(0, at)));
-    if (at == std::string_view::npos) return out;
-    s.remove_prefix(at + 1);
-  }
-}
+using tricorn::http1::split_list;
+using tricorn::http1::trim_ows;
 
 std::string_view scheme_of(std::string_view proto) {
   if (iequals(proto, "https") || iequals(proto, "wss")) return "https";
@@ -75,13 +61,13 @@ struct ForwardedElement {
 void apply_forwarded(Scope& scope, const Networks& trusted) {
   if (auto forwarded = scope.header("forwarded"); !forwarded.empty()) {
     std::vector<ForwardedElement> hops;
-    for (auto element : split(forwarded, ',')) {
+    for (auto element : split_list(forwarded)) {
       ForwardedElement e;
-      for (auto pair : split(element, ';')) {
+      for (auto pair : split_list(element, ';')) {
         auto eq = pair.find('=');
         if (eq == std::string_view::npos) continue;
-        auto name = trim(pair.substr(0, eq));
-        auto value = trim(pair.substr(eq + 1));
+        auto name = trim_ows(pair.substr(0, eq));
+        auto value = trim_ows(pair.substr(eq + 1));
         if (iequals(name, "for")) e.client = parse_hop(value);
         if (iequals(name, "proto")) e.proto = value;
       }
@@ -96,14 +82,14 @@ void apply_forwarded(Scope& scope, const Networks& trusted) {
   }
   if (auto xff = scope.header("x-forwarded-for"); !xff.empty()) {
     std::vector<Address> hops;
-    for (auto item : split(xff, ','))
+    for (auto item : split_list(xff))
       if (!item.empty()) hops.push_back(parse_hop(item));
     auto host_of = +[](const Address& a) -> std::string_view { return a.host; };
     if (const auto* hop = pick_client(hops, trusted, host_of); hop && !hop->host.empty())
       scope.client = *hop;
   }
   if (auto proto = scope.header("x-forwarded-proto"); !proto.empty())
-    if (auto s = scheme_of(split(proto, ',').front()); !s.empty()) scope.scheme = s;
+    if (auto s = scheme_of(split_list(proto).front()); !s.empty()) scope.scheme = s;
 }
 
 }  // namespace tricorn::worker

@@ -343,16 +343,7 @@ bool Http1Connection::starts_with_preface(bool& complete) const {
 
 // Does the Upgrade field (present only when Connection names it) list `protocol`?
 bool Http1Connection::upgrade_offers(std::string_view protocol) const {
-  for (size_t pos = 0; pos <= head_.upgrade.size();) {
-    auto comma = head_.upgrade.find(',', pos);
-    auto token = head_.upgrade.substr(pos, comma == std::string_view::npos ? comma : comma - pos);
-    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
-    if (iequals(token, protocol)) return true;
-    if (comma == std::string_view::npos) break;
-    pos = comma + 1;
-  }
-  return false;
+  return tricorn::http1::list_has_token(head_.upgrade, protocol);
 }
 
 bool Http1Connection::wants_h2c_upgrade() const {
@@ -987,11 +978,7 @@ void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {
 
 void Http1Connection::count_response(std::string_view method) {
   if (auto* m = worker_.counters())
-    m->count_request(
-        method, status_,
-        static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request_start_)
-                .count()));
+    m->count_request(method, status_, Clock::now() - request_start_);
 }
 
 void Http1Connection::write_access_log() {

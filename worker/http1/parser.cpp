@@ -41,12 +41,6 @@ char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
 }
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 constexpr ParseResult kComplete{ParseResult::complete, 0, {}};
 constexpr ParseResult kIncomplete{ParseResult::incomplete, 0, {}};
 
@@ -224,6 +218,28 @@ bool iequals(std::string_view a, std::string_view b) {
   for (size_t i = 0; i < a.size(); ++i)
     if (lower(a[i]) != lower(b[i])) return false;
   return true;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::vector<std::string_view> split_list(std::string_view value, char separator) {
+  std::vector<std::string_view> out;
+  for (;;) {
+    auto at = value.find(separator);
+    out.push_back(trim_ows(value.substr(0, at)));
+    if (at == std::string_view::npos) return out;
+    value.remove_prefix(at + 1);
+  }
+}
+
+bool list_has_token(std::string_view value, std::string_view token) {
+  bool found = false;
+  for_each_list_item(value, [&](std::string_view item) { found = found || iequals(item, token); });
+  return found;
 }
 
 bool is_token(std::string_view s) {

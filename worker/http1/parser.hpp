@@ -112,4 +112,14 @@ bool is_token(std::string_view s);
 // ASCII case-insensitive equality, for field names and tokens.
 bool iequals(std::string_view a, std::string_view b);
 
+// Without optional whitespace (spaces and tabs) at either end.
+std::string_view trim_ows(std::string_view s);
+
+// The elements of a list-valued field ("a, b,c"), split at `separator` and stripped of
+// optional whitespace; empty elements are kept (callers decide what they mean).
+std::vector<std::string_view> split_list(std::string_view value, char separator = ',');
+
+// Is `token` one of the elements of a list-valued field (case-insensitive)?
+bool list_has_token(std::string_view value, std::string_view token);
+
 }  // namespace tricorn::http1

@@ -638,11 +638,7 @@ asio::awaitable<void> Http2Stream::run_app() {
     Clock::time_point started;
     ~Count() {
       if (auto* m = s->c_.worker().counters(); m && s->status_ && s->protocol_.empty())
-        m->count_request(
-            s->method_, s->status_,
-            static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started)
-                    .count()));
+        m->count_request(s->method_, s->status_, Clock::now() - started);
     }
   } count{this, started};
   if (headers_too_large_) {

@@ -24,20 +24,6 @@ namespace {
 constexpr auto kCloseTimeout = 5s;  // for the peer's answer to our close frame
 constexpr size_t kReadCompactAt = 64 * 1024;
 
-// Is `token` one of the comma-separated tokens of a header value (case-insensitive)?
-bool has_token(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    auto comma = value.find(',');
-    auto item = value.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 // A Sec-WebSocket-Key is the base64 of 16 bytes: 22 characters and "==".
 bool is_valid_key(std::string_view key) {
   if (key.size() != 24 || key.substr(22) != "==") return false;
@@ -49,7 +35,7 @@ bool is_valid_key(std::string_view key) {
 
 HandshakeCheck check_http1_handshake(const Scope& scope) {
   if (scope.method != "GET") return {400, "websocket handshake with a method other than GET"};
-  if (!has_token(scope.header("connection"), "upgrade"))
+  if (!tricorn::http1::list_has_token(scope.header("connection"), "upgrade"))
     return {400, "websocket handshake without Connection: upgrade"};
   if (scope.header("sec-websocket-version") != "13")
     return {426, "websocket handshake with a version other than 13"};
@@ -83,15 +69,8 @@ asio::awaitable<void> Session::run(std::string_view target_for_log) {
   // subprotocols.
   scope_.type = ScopeType::websocket;
   scope_.scheme = scope_.scheme == "https" ? "wss" : "ws";
-  for (auto rest = scope_.header("sec-websocket-protocol"); !rest.empty();) {
-    auto comma = rest.find(',');
-    auto item = rest.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+  for (auto item : tricorn::http1::split_list(scope_.header("sec-websocket-protocol")))
     if (!item.empty()) subprotocols_.push_back(item);
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
   scope_.subprotocols = subprotocols_;
 
   auto outcome = co_await call_app(worker_, scope_, *this, *this);
