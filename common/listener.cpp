@@ -24,7 +24,9 @@ namespace {
                                        err ? std::strerror(err) : ""));
 }
 
-PeerAddress to_peer(const sockaddr_storage& ss) {
+}  // namespace
+
+PeerAddress address_of(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "";
   if (ss.ss_family == AF_INET) {
     auto& a = reinterpret_cast<const sockaddr_in&>(ss);
@@ -38,6 +40,8 @@ PeerAddress to_peer(const sockaddr_storage& ss) {
   }
   return {};
 }
+
+namespace {
 
 Listener adopt_fd(const std::string& bind, std::string_view number) {
   int fd = -1;
@@ -150,14 +154,8 @@ PeerAddress local_address(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return {};
-  return to_peer(ss);
+  return address_of(ss);
 }
 
-PeerAddress peer_address(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return {};
-  return to_peer(ss);
-}
 
 }  // namespace tricorn

@@ -2,6 +2,7 @@
 // them for its whole life; workers inherit them through fork().
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <string>
@@ -37,6 +38,6 @@ struct PeerAddress {
   unsigned short port = 0;
 };
 PeerAddress local_address(int fd);
-PeerAddress peer_address(int fd);
+PeerAddress address_of(const sockaddr_storage& address);
 
 }  // namespace tricorn

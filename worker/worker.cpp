@@ -196,7 +196,9 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       co_await accept_resume_.async_wait(use_nothrow);
     }
     if (draining_) co_return;
-    auto [ec, socket] = co_await a.acceptor.async_accept(use_nothrow);
+    // The peer's address comes with the accept: no getpeername per connection.
+    asio::generic::stream_protocol::endpoint from;
+    auto [ec, socket] = co_await a.acceptor.async_accept(from, use_nothrow);
     // A connection accepted as the drain began is still served (its response will
     // carry Connection: close): dropping it would reset a request.
     if (ec == asio::error::operation_aborted) co_return;
@@ -210,11 +212,14 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       continue;
     }
     if (ec) continue;  // the peer reset before we accepted: nothing to do
+    forget_possible_dup(socket);
     Address peer;
     if (!a.info.is_unix) {
       int one = 1;
       ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      auto p = peer_address(socket.native_handle());
+      sockaddr_storage address{};
+      std::memcpy(&address, from.data(), std::min<size_t>(from.size(), sizeof address));
+      auto p = address_of(address);
       peer = {std::move(p.host), p.port};
     }
     if (config().proxy_protocol)

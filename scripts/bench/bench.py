@@ -166,7 +166,8 @@ def start_servers(tmp, which, build):
     if "tricorn" in which:
         servers["tricorn"] = lambda: Server(
             "tricorn", [str(build / "tricorn"), "-w", "1", "-b", "127.0.0.1:8091", "--keep-alive", "75",
-                        "--backlog", "4096", str(build / "libhello.so")], 8091, h2_port=8091)
+                        "--backlog", "4096", "--worker-connections", "20000",
+                        str(build / "libhello.so")], 8091, h2_port=8091)
     if "h2o" in which:
         conf = Path(tmp, "h2o.conf")
         conf.write_text(f"""num-threads: 1

@@ -59,6 +59,8 @@ constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to 
 constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
 constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
+// How long an idle keep-alive connection keeps its read buffer (see read_idle).
+constexpr auto kHotIdle = 1s;
 
 std::string_view reason_phrase(int status) {
   switch (status) {
@@ -170,11 +172,13 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<size_t> read_some(Wait wait);
   asio::awaitable<void> flush(std::string_view extra = {});
   void set_deadline(Wait wait);
+  Clock::time_point drain_deadline() const;
 
   // Buffer management.
   bool make_room_for_head();
   void release_buffer();
-  asio::awaitable<bool> wait_for_next_request();
+  asio::awaitable<size_t> read_idle();
+  void note_read(size_t n, size_t space);
   void make_room_for_body();
   void rebase_head(const char* old_base, const char* new_base);
 
@@ -203,6 +207,8 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
+  bool idle_cold_ = false;            // idle long enough to have given the buffer back
+  bool last_read_short_ = false;      // the last read left no bytes in the socket
   bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
   Limits limits_;
   websocket::Session* websocket_ = nullptr;  // while the connection carries one
@@ -241,6 +247,8 @@ class Http1Connection final : public worker::Connection,
   std::uint64_t body_bytes_sent_ = 0;
   Clock::time_point request_start_;
   Clock::time_point head_started_ = Clock::now();
+  Clock::time_point idle_since_;     // while waiting_idle_
+  Clock::time_point idle_deadline_;  // keep-alive (or drain) end of this idle wait
   std::string head_out_;  // the response head until its framing is known
   std::string out_;       // bytes waiting to be written
 };
@@ -282,10 +290,13 @@ asio::awaitable<void> Http1Connection::run() {
 // A lingering close protects a response from the reset that unread input would cause.
 // It is not needed when the client asked to close and nothing of it is left unread:
 // the client will send nothing more, and waiting for its FIN costs a loop turn per
-// connection.
+// connection. "Nothing left" is known without a system call when the last read came
+// back short of the space offered (nginx decides the same way); over TLS the socket is
+// asked, since OpenSSL reads ahead.
 bool Http1Connection::needs_linger() {
   if (peer_closed_) return false;
   if (!client_asked_close_ || !body_done_ || body_pos_ < end_) return true;
+  if (!stream_.is_tls()) return !last_read_short_;  // nginx's rule: no system call
   int pending = 0;
   return ::ioctl(stream_.native_handle(), FIONREAD, &pending) != 0 || pending > 0;
 }
@@ -311,15 +322,16 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
       }
     }
     bool idle = begin_ == end_;
-    if (idle && !co_await wait_for_next_request()) co_return Next::close;
-    if (!make_room_for_head()) {
+    if (!idle && !make_room_for_head()) {
       co_await respond_error(431, "request head too large");
       count_response({});
       co_return Next::close;
     }
-    waiting_idle_ = idle;
-    size_t n = co_await read_some(idle ? Wait::idle : Wait::head);
-    waiting_idle_ = false;
+    size_t n;  // not co_await (a ? b : c): GCC 12 destroys that temporary twice
+    if (idle)
+      n = co_await read_idle();
+    else
+      n = co_await read_some(Wait::head);
     if (n == 0) {
       if (watchdog_.expired() && !idle) {
         co_await respond_error(408, "request head not received in time");
@@ -561,12 +573,10 @@ void Http1Connection::set_deadline(Wait wait) {
   auto now = Clock::now();
   auto deadline = Watchdog::kNever;
   switch (wait) {
-    case Wait::idle: {
-      auto keepalive = seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
-      if (worker_.draining()) keepalive = std::min(keepalive, seconds(std::min(c.keepalive, 2.0)));
-      deadline = now + keepalive;
+    case Wait::idle:
+      deadline = idle_cold_ || stream_.is_tls() ? idle_deadline_
+                                                : std::min(idle_deadline_, idle_since_ + kHotIdle);
       break;
-    }
     case Wait::head:
       // One deadline for the whole head, counted from its first byte (from the accept
       // for a connection's first request): a client sending a byte at a time gains
@@ -585,12 +595,12 @@ void Http1Connection::set_deadline(Wait wait) {
 asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
   co_await flush();
   set_deadline(wait);
-  auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, cap_ - end_));
+  const size_t space = cap_ - end_;
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, space));
   watchdog_.clear();
   if (ec == asio::error::eof) peer_closed_ = true;
   if (ec) co_return 0;
-  count_bytes(&metrics::WorkerCounters::bytes_in, n);
-  end_ += n;
+  note_read(n, space);
   co_return n;
 }
 
@@ -611,10 +621,18 @@ asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
 void Http1Connection::on_drain() {
   // An idle connection gets the drain window; a busy one closes after its response,
   // which will carry Connection: close; a WebSocket is closed with 1001.
-  if (websocket_)
+  if (websocket_) {
     websocket_->on_drain();
-  else if (waiting_idle_)
+  } else if (waiting_idle_) {
+    idle_deadline_ = std::min(idle_deadline_, drain_deadline());
     set_deadline(Wait::idle);
+  }
+}
+
+// An idle connection of a draining worker is closed after a short window (at most 2 s,
+// or keepalive when shorter), so requests already on their way are still answered.
+Clock::time_point Http1Connection::drain_deadline() const {
+  return Clock::now() + seconds(std::min(worker_.config().keepalive, 2.0));
 }
 
 // --- WebSocket ----------------------------------------------------------------------
@@ -689,19 +707,49 @@ void Http1Connection::abort() {
 
 // --- buffer -------------------------------------------------------------------------
 
-// Between requests the connection gives its buffer back and waits for readability,
-// so an idle keep-alive connection holds no buffer. (Not over TLS: OpenSSL may hold
-// decrypted bytes the socket no longer shows as readable.)
-asio::awaitable<bool> Http1Connection::wait_for_next_request() {
-  if (stream_.is_tls()) co_return true;
+// Waits for the next request (or a connection's first) and reads what arrives. While
+// the connection is hot it keeps its buffer and reads straight into it: after a short
+// read Asio does not try a speculative read, so waiting costs no system call beyond the
+// read itself. After kHotIdle of silence the connection gives the buffer back and waits
+// for readability instead (one epoll_ctl), so a connection idle for long holds no
+// buffer. Over TLS it keeps the buffer: OpenSSL may hold decrypted bytes the socket no
+// longer shows as readable. Returns 0 on EOF, error or the end of the keep-alive.
+asio::awaitable<size_t> Http1Connection::read_idle() {
   co_await flush();
-  release_buffer();
+  const auto& c = worker_.config();
+  idle_since_ = Clock::now();
+  idle_deadline_ = idle_since_ + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
+  if (worker_.draining()) idle_deadline_ = std::min(idle_deadline_, drain_deadline());
   waiting_idle_ = true;
-  set_deadline(Wait::idle);
-  auto [ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
-  watchdog_.clear();
-  waiting_idle_ = false;
-  co_return !ec;
+  struct Done {
+    Http1Connection* c;
+    ~Done() { c->waiting_idle_ = c->idle_cold_ = false; }
+  } done{this};
+  for (;;) {
+    make_room_for_head();
+    set_deadline(Wait::idle);
+    const size_t space = cap_ - end_;
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, space));
+    watchdog_.clear();
+    if (!ec) {
+      note_read(n, space);
+      co_return n;
+    }
+    if (ec == asio::error::eof) peer_closed_ = true;
+    if (!watchdog_.expired() || stream_.is_tls() || Clock::now() >= idle_deadline_) co_return 0;
+    idle_cold_ = true;
+    release_buffer();
+    set_deadline(Wait::idle);
+    auto [wait_ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
+    watchdog_.clear();
+    if (wait_ec) co_return 0;  // else readable: read (still under the idle deadline)
+  }
+}
+
+void Http1Connection::note_read(size_t n, size_t space) {
+  count_bytes(&metrics::WorkerCounters::bytes_in, n);
+  end_ += n;
+  last_read_short_ = n < space;
 }
 
 void Http1Connection::release_buffer() {
