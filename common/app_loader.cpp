@@ -19,10 +19,11 @@ const AppEntry& load_app(const std::string& path, const std::string& symbol) {
                     path, symbol, symbol));
   if (entry->abi_version != kAbiVersion)
     throw AppLoadError(fmt::format(
-        "app {}:{} was built for app interface {} with Boost {}; this server has interface {} "
-        "with Boost {}: rebuild the app against this server's headers",
-        path, symbol, entry->abi_version >> 32, entry->abi_version & 0xffffffffu, kInterfaceVersion,
-        BOOST_VERSION));
+        "app {}:{} was built for app interface {} with Boost {} and a frame cache of {}; this "
+        "server has interface {} with Boost {} and a frame cache of {}: rebuild the app against "
+        "this server's headers, including <tricorn/app.hpp> before any Boost.Asio header",
+        path, symbol, entry->abi_version >> 32, entry->abi_version & 0xffffff,
+        (entry->abi_version >> 24) & 0xff, kInterfaceVersion, BOOST_VERSION, kFrameCacheSize));
   if (!entry->call && !entry->sync_call)
     throw AppLoadError(fmt::format("app {}:{} has no function", path, symbol));
   return *entry;

@@ -157,5 +157,4 @@ PeerAddress local_address(int fd) {
   return address_of(ss);
 }
 
-
 }  // namespace tricorn

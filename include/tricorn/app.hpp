@@ -17,6 +17,16 @@
 // co_await send(...) completes.
 #pragma once
 
+// Asio recycles coroutine frames and handlers through a per-thread cache, this many
+// blocks of each kind. Its default, 2, is fewer than the frames one request has alive at
+// once (the app's, send()'s, a read's), so the rest went to malloc on every request. The
+// number shapes Asio's per-thread state, which the server and its apps share, so it is
+// part of kAbiVersion: include this header before any Boost.Asio header, or build with
+// the tricorn::app CMake target, which defines it for every file.
+#ifndef BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE
+#define BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE 8
+#endif
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/version.hpp>
 
@@ -35,10 +45,12 @@ namespace tricorn {
 namespace asio = boost::asio;
 
 // Bumped whenever a type below changes layout; the Boost version is part of it because
-// asio::awaitable's frame layout is.
-inline constexpr std::uint32_t kInterfaceVersion = 2;
-inline constexpr std::uint64_t kAbiVersion =
-    (std::uint64_t{kInterfaceVersion} << 32) | std::uint64_t{BOOST_VERSION};
+// asio::awaitable's frame layout is, and so is Asio's frame cache (above).
+inline constexpr std::uint32_t kInterfaceVersion = 3;
+inline constexpr std::uint32_t kFrameCacheSize = BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE;
+inline constexpr std::uint64_t kAbiVersion = (std::uint64_t{kInterfaceVersion} << 32) |
+                                             (std::uint64_t{kFrameCacheSize} << 24) |
+                                             std::uint64_t{BOOST_VERSION};
 
 struct Header {
   std::string_view name;  // lower case for received headers, as in ASGI

@@ -72,8 +72,10 @@ def rss_bytes(pid):
 
 
 class Server:
-    def __init__(self, name, cmd, port, h2_port=None, env=None, cwd=None):
+    def __init__(self, name, cmd, port, h2_port=None, env=None, cwd=None, echo_path=None):
         self.name, self.port, self.h2_port = name, port, h2_port
+        # The 1 MiB echo case: a path on this server, or a server of its own.
+        self.echo_path, self.echo_port, self.echo_server = echo_path, None, None
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, env=env, cwd=cwd,
                                      stdout=self.log, stderr=self.log, start_new_session=True)
@@ -87,6 +89,8 @@ class Server:
         time.sleep(0.5)  # let every worker finish booting before measuring
 
     def stop(self):
+        if self.echo_server:
+            self.echo_server.stop()
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(10)
@@ -156,6 +160,11 @@ def open_idle(port, count, h2):
     return socks
 
 
+def with_echo(server, echo):
+    server.echo_server, server.echo_port, server.echo_path = echo, echo.port, "/echo"
+    return server
+
+
 def start_servers(tmp, which, build):
     htdocs = Path(tmp, "htdocs")
     htdocs.mkdir(exist_ok=True)
@@ -168,6 +177,9 @@ def start_servers(tmp, which, build):
             "tricorn", [str(build / "tricorn"), "-w", "1", "-b", "127.0.0.1:8091", "--keep-alive", "75",
                         "--backlog", "4096", "--worker-connections", "20000",
                         str(build / "libhello.so")], 8091, h2_port=8091)
+        servers["tricorn"] = lambda hello=servers["tricorn"]: with_echo(hello(), Server(
+            "tricorn-echo", [str(build / "tricorn"), "-w", "1", "-b", "127.0.0.1:8098",
+                             str(build / "libecho.so")], 8098))
     if "h2o" in which:
         conf = Path(tmp, "h2o.conf")
         conf.write_text(f"""num-threads: 1
@@ -210,48 +222,55 @@ http {{
         servers["Uvicorn 0.17"] = lambda: Server(
             "uvicorn", ["/usr/bin/python3", "-m", "uvicorn", "--workers", "1", "--loop", "uvloop", "--http",
                         "httptools", "--no-access-log", "--log-level", "warning", "--port", "8096",
-                        "--timeout-keep-alive", "75", "uvicorn_app:app"], 8096, cwd=str(HERE))
+                        "--timeout-keep-alive", "75", "uvicorn_app:app"], 8096, cwd=str(HERE),
+            echo_path="/echo")
     return servers
 
 
 CASES = ["keep-alive", "pipelined", "new conn", "h2c", "post 1MiB"]
 
 
-def run_cases(name, server, seconds):
+def case_command(case, name, server, seconds):
+    """The load for one case against one server, or None where the server has no such
+    case (nghttpd speaks HTTP/2 only; the bare loop has no HTTP/2; only tricorn and
+    Uvicorn have an echo app)."""
     url = f"http://127.0.0.1:{server.port}/"
-    h2url = f"http://127.0.0.1:{server.h2_port}/" if server.h2_port else None
     d = f"{seconds}s"
-    res = {}
-    if name == "nghttpd 1.52":  # HTTP/2 only
-        res["h2c"] = measure(server, ["h2load", "-c16", "-m16", "-D", str(seconds), h2url], "h2load")
-        return res
-    res["keep-alive"] = measure(server, ["wrk", "-t1", "-c64", f"-d{d}", "--latency", url])
-    res["pipelined"] = measure(server, ["wrk", "-t1", "-c64", f"-d{d}", "--latency", "-s",
-                                        str(HERE / "pipeline.lua"), url])
-    res["new conn"] = measure(server, ["wrk", "-t1", "-c16", f"-d{d}", "--latency", "-H",
-                                       "Connection: close", url])
-    if h2url and name not in ("bare epoll loop",):
-        res["h2c"] = measure(server, ["h2load", "-c16", "-m16", "-D", str(seconds), h2url], "h2load")
-    if name == "Uvicorn 0.17":
-        res["post 1MiB"] = measure_post(server, f"http://127.0.0.1:{server.port}/echo", seconds)
-    return res
+    if name == "nghttpd 1.52" and case != "h2c":
+        return None
+    if case == "keep-alive":
+        return ["wrk", "-t1", "-c64", f"-d{d}", "--latency", url]
+    if case == "pipelined":
+        return ["wrk", "-t1", "-c64", f"-d{d}", "--latency", "-s", str(HERE / "pipeline.lua"), url]
+    if case == "new conn":
+        return ["wrk", "-t1", "-c16", f"-d{d}", "--latency", "-H", "Connection: close", url]
+    if case == "h2c":
+        if not server.h2_port:
+            return None
+        return ["h2load", "-c16", "-m16", "-D", str(seconds), f"http://127.0.0.1:{server.h2_port}/"]
+    if case == "post 1MiB":
+        if not server.echo_path:
+            return None
+        return ["wrk", "-t1", "-c4", f"-d{d}", "--latency", "-s", str(HERE / "post1m.lua"),
+                f"http://127.0.0.1:{server.echo_port or server.port}{server.echo_path}"]
+    raise ValueError(case)
 
 
-def measure_post(server, url, seconds):
-    """1 MiB POSTs echoed back; the figure is MB/s of request body."""
-    r = measure(server, ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", "-s",
-                         str(HERE / "post1m.lua"), url])
-    r["mbps"] = r["rps"] * 1.048576
+def run_case(case, name, server, seconds):
+    cmd = case_command(case, name, server, seconds)
+    if cmd is None:
+        return None
+    target = server.echo_server if case == "post 1MiB" and server.echo_server else server
+    r = measure(target, cmd, "h2load" if case == "h2c" else "wrk")
+    if case == "post 1MiB":
+        r["mbps"] = r["rps"] * 1.048576
     return r
 
 
-def measure_tricorn_post(build, seconds):
-    s = Server("tricorn-echo", [str(build / "tricorn"), "-w", "1", "-b", "127.0.0.1:8098",
-                                str(build / "libecho.so")], 8098)
-    try:
-        return measure_post(s, "http://127.0.0.1:8098/echo", seconds)
-    finally:
-        s.stop()
+def median_result(runs):
+    """The run with the median CPU per request (its other figures come along)."""
+    runs = sorted(runs, key=lambda r: r["cpu_us"])
+    return dict(runs[len(runs) // 2], spread=(runs[0]["cpu_us"], runs[-1]["cpu_us"]))
 
 
 def fmt_cell(r):
@@ -267,30 +286,49 @@ def fmt_cell(r):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=str(ROOT / "build-release"))
-    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each case runs this many times for every server, interleaved; "
+                         "the table shows the median")
     ap.add_argument("--servers", default="bare,tricorn,h2o,nginx,nghttpd,uvicorn")
+    ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
     build = Path(args.build)
     which = args.servers.split(",")
+    cases = args.cases.split(",")
     with tempfile.TemporaryDirectory(prefix="tricorn-bench-") as tmp:
         os.chmod(tmp, 0o755)  # h2o started as root serves files as nobody
         subprocess.run(["gcc", "-O2", "-o", str(Path(tmp, "bare")), str(HERE / "bare.c")], check=True)
-        results, memory = {}, {}
-        for name, start in start_servers(tmp, which, build).items():
-            print(f"# {name} ...", file=sys.stderr, flush=True)
-            server = start()
-            try:
-                results[name] = run_cases(name, server, args.seconds)
-                if name == "tricorn":
-                    results[name]["post 1MiB"] = measure_tricorn_post(build, args.seconds)
-                if not args.skip_memory and name != "bare epoll loop":
-                    memory[name] = measure_memory(server)
-            finally:
+        # Every server runs for the whole benchmark (idle ones cost nothing) and the
+        # servers take turns within each case and round: the host's slow minutes then
+        # fall on all of them alike, and the median of the rounds is what is compared.
+        servers = {}
+        try:
+            for name, start in start_servers(tmp, which, build).items():
+                servers[name] = start()
+            memory = {name: {"idle": rss_bytes(s.proc.pid)} for name, s in servers.items()}
+            runs = {name: {} for name in servers}
+            for round_ in range(args.rounds):
+                for case in cases:
+                    for name, server in servers.items():
+                        r = run_case(case, name, server, args.seconds)
+                        if r is None:
+                            continue
+                        runs[name].setdefault(case, []).append(r)
+                        print(f"# round {round_ + 1} {case} {name}: {r['cpu_us']:.2f} us/req "
+                              f"{r['rps']:.0f}/s {r['errors']} err", file=sys.stderr, flush=True)
+            results = {name: {c: median_result(rs) for c, rs in by_case.items()}
+                       for name, by_case in runs.items()}
+            if not args.skip_memory:
+                for name, server in servers.items():
+                    if name != "bare epoll loop":
+                        memory[name].update(measure_memory(server))
+        finally:
+            for server in servers.values():
                 server.stop()
-        if "tricorn" in which:
-            balance = measure_balance(build, args.seconds)
-        print_table(results, memory, balance if "tricorn" in which else None, args)
+        balance = measure_balance(build, args.seconds) if "tricorn" in which else None
+        print_table(results, memory if not args.skip_memory else {}, balance, args)
 
 
 def measure_memory(server):
@@ -324,20 +362,40 @@ def measure_balance(build, seconds):
     return sorted((c / total for c in counts), reverse=True)
 
 
+def ratio_row(results, case, base):
+    """Each server's median CPU per request in `case`, as a multiple of `base`'s."""
+    b = results.get(base, {}).get(case)
+    if not b:
+        return None
+    cells = [f"{name} {res[case]['cpu_us'] / b['cpu_us']:.2f}x"
+             for name, res in results.items() if name != base and res.get(case)]
+    return f"| {case} | {base} | " + ", ".join(cells) + " |"
+
+
 def print_table(results, memory, balance, args):
-    print(f"\n## Server CPU per request (lower is better), {args.seconds} s per case, "
-          "server on CPU 0, load on CPU 1\n")
+    print(f"\n## Server CPU per request (lower is better): median of {args.rounds} interleaved "
+          f"rounds of {args.seconds} s, server on CPU 0, load on CPU 1\n")
     print("| server | " + " | ".join(CASES) + " |")
     print("| --- | " + " | ".join("---" for _ in CASES) + " |")
     for name, res in results.items():
         print(f"| {name} | " + " | ".join(fmt_cell(res.get(c)) for c in CASES) + " |")
+    print("\n## Ratios (same run, medians)\n")
+    print("| case | against | CPU per request as a multiple |")
+    print("| --- | --- | --- |")
+    for case, base in [("keep-alive", "bare epoll loop"), ("pipelined", "bare epoll loop"),
+                       ("new conn", "h2o 2.2"), ("h2c", "h2o 2.2")]:
+        if row := ratio_row(results, case, base):
+            print(row)
+    print("\nSpread of the rounds (min-max us/req): " + "; ".join(
+        f"{name} {case} {r['spread'][0]:.2f}-{r['spread'][1]:.2f}"
+        for name, res in results.items() for case, r in res.items()))
     if memory:
-        print("\n## Memory (userspace RSS of the process tree)\n")
+        print("\n## Memory (userspace RSS of the process tree; idle: after start, before load)\n")
         print("| server | idle | per idle HTTP/1.1 conn (8,000) | per idle HTTP/2 conn (4,000) |")
         print("| --- | --- | --- | --- |")
+        kib = lambda v: f"{v / 1024:.2f} KiB" if v is not None else "n/a"
         for name, m in memory.items():
-            h2 = f"{m['h2'] / 1024:.2f} KiB" if m["h2"] is not None else "n/a"
-            print(f"| {name} | {m['idle'] / 1e6:.1f} MB | {m['h1'] / 1024:.2f} KiB | {h2} |")
+            print(f"| {name} | {m['idle'] / 1e6:.1f} MB | {kib(m.get('h1'))} | {kib(m.get('h2'))} |")
     if balance:
         print("\n## Accept balance, tricorn with 2 workers, new connection per request\n")
         print("shares: " + ", ".join(f"{b:.1%}" for b in balance))

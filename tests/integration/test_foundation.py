@@ -45,18 +45,35 @@ def test_preload_with_a_bad_app_exits_4(tmpdir_path):
     assert "cannot load app /nonexistent/libx.so" in out.stderr
 
 
-def test_an_app_built_for_another_interface_is_refused(tmpdir_path):
-    src = Path(tmpdir_path, "old.c")
-    # An AppEntry as an app built against interface 0 with Boost 1.0 would export it.
+def build_entry(tmpdir_path, name, abi):
+    """A shared object exporting an AppEntry with the given ABI word, as an app built
+    against other headers would."""
+    src = Path(tmpdir_path, f"{name}.c")
     src.write_text("struct entry { unsigned long long abi; void* call; const char* name; };\n"
                    "static void f(void) {}\n"
-                   "const struct entry app = { (0ULL << 32) | 100000ULL, (void*)f, \"f\" };\n")
-    lib = Path(tmpdir_path, "libold.so")
+                   f"const struct entry app = {{ {abi}ULL, (void*)f, \"f\" }};\n")
+    lib = Path(tmpdir_path, f"lib{name}.so")
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+def test_an_app_built_for_another_interface_is_refused(tmpdir_path):
+    lib = build_entry(tmpdir_path, "old", (0 << 32) | 100000)  # interface 0, Boost 1.0
     out = subprocess.run([str(TRICORN), "--check-config", str(lib)], capture_output=True, text=True)
     assert out.returncode == 4
-    assert (f"app {lib}:app was built for app interface 0 with Boost 100000; this server has "
-            "interface 2 with Boost 108100: rebuild the app against this server's headers") in out.stderr
+    assert (f"app {lib}:app was built for app interface 0 with Boost 100000 and a frame cache of "
+            "0; this server has interface 3 with Boost 108100 and a frame cache of 8: rebuild the "
+            "app against this server's headers, including <tricorn/app.hpp> before any Boost.Asio "
+            "header") in out.stderr
+
+
+def test_an_app_built_with_asios_default_frame_cache_is_refused(tmpdir_path):
+    # What an app gets when it includes Boost.Asio before <tricorn/app.hpp>: Asio's
+    # default of 2, a per-thread layout the server does not share.
+    lib = build_entry(tmpdir_path, "cache2", (3 << 32) | (2 << 24) | 108100)
+    out = subprocess.run([str(TRICORN), "--check-config", str(lib)], capture_output=True, text=True)
+    assert out.returncode == 4
+    assert "with Boost 108100 and a frame cache of 2; this server has interface 3" in out.stderr
 
 
 def test_example_echo_streams_the_body_back(start_server):

@@ -17,6 +17,7 @@
 #include "worker/forwarded.hpp"
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
+#include "worker/output_buffer.hpp"
 #include "worker/watchdog.hpp"
 #include "worker/websocket/session.hpp"
 #include "worker/worker.hpp"
@@ -103,16 +104,16 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-void append_decimal(std::string& out, std::uint64_t v) {
+void append_decimal(OutputBuffer& out, std::uint64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, end);
+  out.append({buf, static_cast<size_t>(end - buf)});
 }
 
-void append_hex(std::string& out, std::uint64_t v) {
+void append_hex(OutputBuffer& out, std::uint64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, 16);
-  out.append(buf, end);
+  out.append({buf, static_cast<size_t>(end - buf)});
 }
 
 class Http1Connection final : public worker::Connection,
@@ -150,8 +151,9 @@ class Http1Connection final : public worker::Connection,
   enum class Wait : std::uint8_t { idle, head, body, send, linger, forever };
 
   // The request loop.
-  enum class Next : std::uint8_t { request, close, http2 };
-  asio::awaitable<Next> read_request();
+  enum class Next : std::uint8_t { request, close, http2, more, error };
+  Next parse_buffered();
+  asio::awaitable<Next> read_request(Next next);
   bool starts_with_preface(bool& complete) const;
   bool upgrade_offers(std::string_view protocol) const;
   bool wants_h2c_upgrade() const;
@@ -159,13 +161,15 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<void> upgrade_to_h2c();
   void hand_off_to_http2(std::unique_ptr<http2::UpgradedRequest> upgraded);
   std::string_view scope_header(std::string_view name) const;
-  asio::awaitable<void> handle_request();
+  asio::awaitable<bool> serve_unusual_request(bool scope_ok);
+  void note_app_outcome(bool client_gone, std::string_view failure);
   asio::awaitable<void> finish_response();
   asio::awaitable<void> respond_error(int status, std::string_view reason,
                                       std::string_view extra_headers = {});
   asio::awaitable<void> linger_close();
   bool needs_linger();
   bool build_scope();
+  bool over_body_limit() const;
   void reset_request_state();
 
   // Socket I/O with deadlines.
@@ -186,7 +190,8 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<ReceiveEvent> receive_body();
   asio::awaitable<ReceiveEvent> wait_for_disconnect();
   void start_response(const HttpResponseStart& start);
-  asio::awaitable<void> send_body(const HttpResponseBody& body);
+  std::string_view queue_body(const HttpResponseBody& body);
+  void end_piece(bool had_data);
   void send_trailers(const HttpResponseTrailers& trailers);
   void commit_head(std::string_view first_body, bool more_body);
   void write_access_log();
@@ -207,8 +212,8 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
-  bool idle_cold_ = false;            // idle long enough to have given the buffer back
-  bool last_read_short_ = false;      // the last read left no bytes in the socket
+  bool idle_cold_ = false;           // idle long enough to have given the buffer back
+  bool last_read_short_ = false;     // the last read left no bytes in the socket
   bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
   Limits limits_;
   websocket::Session* websocket_ = nullptr;  // while the connection carries one
@@ -222,6 +227,7 @@ class Http1Connection final : public worker::Connection,
 
   RequestHead head_;
   ScanState scan_;
+  ParseResult parse_error_{};  // when parse_buffered says Next::error
   Scope scope_;
   std::string decoded_path_;
   Address client_;
@@ -249,8 +255,8 @@ class Http1Connection final : public worker::Connection,
   Clock::time_point head_started_ = Clock::now();
   Clock::time_point idle_since_;     // while waiting_idle_
   Clock::time_point idle_deadline_;  // keep-alive (or drain) end of this idle wait
-  std::string head_out_;  // the response head until its framing is known
-  std::string out_;       // bytes waiting to be written
+  OutputBuffer head_out_;            // the response head until its framing is known
+  OutputBuffer out_;                 // bytes waiting to be written
 };
 
 asio::awaitable<void> Http1Connection::run() {
@@ -269,12 +275,49 @@ asio::awaitable<void> Http1Connection::run() {
   client_ = stream_.peer();
   scope_.client = client_;
   if (!listener_.is_unix) scope_.server = {listener_.server_host, listener_.server_port};
+  scope_.state = worker_.state();
   forwarding_trusted_ = trusts_forwarding(worker_.forwarded_trusted(), client_.host);
+  // A request already buffered (pipelined, or read with the previous one) is served
+  // without a coroutine call of its own: the common path allocates only the app's
+  // frame and one per send(), which Asio's frame cache recycles.
   for (;;) {
-    auto next = co_await read_request();
+    scan_ = {};
+    client_asked_close_ = false;
+    auto next = parse_buffered();
+    if (next == Next::more || next == Next::error) next = co_await read_request(next);
     if (next == Next::http2) hand_off_to_http2(nullptr);
     if (next != Next::request) break;
-    co_await handle_request();
+    make_room_for_body();
+    reset_request_state();
+    {
+      struct Count {  // every answer of this request, whichever way it leaves
+        Http1Connection* c;
+        ~Count() {
+          if (c->status_ && c->status_ != 101 && !c->handed_off_)
+            c->count_response(c->head_.method);
+        }
+      } count{this};
+      bool served = false;
+      if (bool scope_ok = build_scope(); !scope_ok || over_body_limit() || !head_.upgrade.empty())
+        served = co_await serve_unusual_request(scope_ok);
+      if (!served) {
+        bool client_gone = false;
+        std::string failure;
+        try {
+          co_await worker_.run_app(scope_, *this, *this);
+        } catch (const ClientGone&) {
+          client_gone = true;
+        } catch (const std::exception& e) {
+          failure = e.what();
+        }
+        note_app_outcome(client_gone, failure);
+        if (!client_gone) {
+          if (response_ != Response::complete || (keep_alive_ && !body_done_))
+            co_await finish_response();
+          if (log::access_enabled()) write_access_log();
+        }
+      }
+    }
     if (handed_off_) break;
     ++requests_;
     worker_.on_request_done();
@@ -301,26 +344,31 @@ bool Http1Connection::needs_linger() {
   return ::ioctl(stream_.native_handle(), FIONREAD, &pending) != 0 || pending > 0;
 }
 
-// Reads until a whole request head is buffered (or the HTTP/2 preface, on a
-// connection's first bytes). Next::close: the connection is done (closed by the peer,
-// timed out, or answered with an error).
-asio::awaitable<Http1Connection::Next> Http1Connection::read_request() {
-  scan_ = {};
-  client_asked_close_ = false;
-  for (;;) {
-    bool preface_complete = false;
-    if (requests_ == 0 && starts_with_preface(preface_complete)) {
-      if (preface_complete) co_return Next::http2;
-    } else if (begin_ < end_) {
-      auto r =
-          tricorn::http1::parse_request(buf_.get() + begin_, end_ - begin_, limits_, head_, scan_);
-      if (r.kind == ParseResult::complete) co_return Next::request;
-      if (r.kind == ParseResult::error) {
-        co_await respond_error(r.status, r.reason);
-        count_response({});
-        co_return Next::close;
-      }
+// Is a whole request head buffered (or the HTTP/2 preface, on a connection's first
+// bytes)? Next::more: not yet; Next::error: a malformed head (see parse_error_).
+Http1Connection::Next Http1Connection::parse_buffered() {
+  bool preface_complete = false;
+  if (requests_ == 0 && starts_with_preface(preface_complete))
+    return preface_complete ? Next::http2 : Next::more;
+  if (begin_ == end_) return Next::more;
+  auto r = tricorn::http1::parse_request(buf_.get() + begin_, end_ - begin_, limits_, head_, scan_);
+  if (r.kind == ParseResult::complete) return Next::request;
+  if (r.kind == ParseResult::incomplete) return Next::more;
+  parse_error_ = r;
+  return Next::error;
+}
+
+// Reads until a whole request head is buffered, starting from what parse_buffered
+// said. Next::close: the connection is done (closed by the peer, timed out, or answered
+// with an error).
+asio::awaitable<Http1Connection::Next> Http1Connection::read_request(Next next) {
+  for (;; next = parse_buffered()) {
+    if (next == Next::error) {
+      co_await respond_error(parse_error_.status, parse_error_.reason);
+      count_response({});
+      co_return Next::close;
     }
+    if (next != Next::more) co_return next;
     bool idle = begin_ == end_;
     if (!idle && !make_room_for_head()) {
       co_await respond_error(431, "request head too large");
@@ -428,53 +476,51 @@ void Http1Connection::reset_request_state() {
   request_start_ = Clock::now();
 }
 
-asio::awaitable<void> Http1Connection::handle_request() {
-  make_room_for_body();
-  reset_request_state();
-  struct Count {  // every answer of this request, whichever way it leaves
-    Http1Connection* c;
-    ~Count() {
-      if (c->status_ && c->status_ != 101 && !c->handed_off_) c->count_response(c->head_.method);
-    }
-  } count{this};
-  if (!build_scope()) {
-    co_await respond_error(400, "malformed percent-encoding in the path");
-    co_return;
-  }
+bool Http1Connection::over_body_limit() const {
   const auto limit = worker_.config().limit_request_body;
-  if (limit && head_.body == BodyKind::length && head_.content_length > limit) {
-    // Refused before the app, and before a client waiting for 100 Continue sends it.
-    co_await respond_error(413, "request body over limit_request_body");
-    co_return;
+  return limit && head_.body == BodyKind::length && head_.content_length > limit;
+}
+
+// The requests the app does not simply answer: a malformed path, a body over
+// limit_request_body (refused before the app, and before a client waiting for 100
+// Continue sends it), an Upgrade. Returns false when the app serves it after all (an
+// Upgrade to a protocol the server does not act on).
+asio::awaitable<bool> Http1Connection::serve_unusual_request(bool scope_ok) {
+  if (!scope_ok) {
+    co_await respond_error(400, "malformed percent-encoding in the path");
+    co_return true;
   }
-  if (!head_.upgrade.empty() && upgrade_offers("websocket")) {
-    if (auto check = websocket::check_http1_handshake(scope_); check.error_status) {
+  if (over_body_limit()) {
+    co_await respond_error(413, "request body over limit_request_body");
+    co_return true;
+  }
+  if (upgrade_offers("websocket")) {
+    if (auto check = websocket::check_http1_handshake(scope_); check.error_status)
       co_await respond_error(check.error_status, check.why,
                              check.error_status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
-      co_return;
-    }
-    co_await serve_websocket();
-    co_return;
+    else
+      co_await serve_websocket();
+    co_return true;
   }
   if (wants_h2c_upgrade()) {
     co_await upgrade_to_h2c();
-    co_return;
+    co_return true;
   }
-  auto outcome = co_await call_app(worker_, scope_, *this, *this);
-  if (outcome.client_gone) {
+  co_return false;
+}
+
+void Http1Connection::note_app_outcome(bool client_gone, std::string_view failure) {
+  if (client_gone) {
     keep_alive_ = false;
-    disconnected_ = true;
-    co_return;  // nothing more can reach this client
+    disconnected_ = true;  // nothing more can reach this client
+    return;
   }
-  if ((!outcome.failure.empty() || response_ != Response::complete) && !body_error_status_) {
-    if (outcome.failure.empty())
-      outcome.failure = response_ == Response::none
-                            ? "the app returned without a response"
-                            : "the app returned before the response was complete";
-    log_app_failure(scope_, head_.target, outcome.failure);
-  }
-  co_await finish_response();
-  if (log::access_enabled()) write_access_log();
+  if ((!failure.empty() || response_ != Response::complete) && !body_error_status_)
+    log_app_failure(scope_, head_.target,
+                    !failure.empty() ? failure
+                    : response_ == Response::none
+                        ? "the app returned without a response"
+                        : "the app returned before the response was complete");
 }
 
 // After the app: answer for it if it did not, and decide whether the connection can
@@ -513,11 +559,10 @@ asio::awaitable<void> Http1Connection::respond_error(int status, std::string_vie
   status_ = status;
   keep_alive_ = false;
   auto body = fmt::format("{} {}\n", status, reason_phrase(status));
-  fmt::format_to(std::back_inserter(out_),
-                 "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: tricorn\r\nConnection: close\r\n"
-                 "{}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
-                 status, reason_phrase(status), worker_.http_date(), extra_headers, body.size(),
-                 body);
+  out_ += fmt::format(
+      "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: tricorn\r\nConnection: close\r\n"
+      "{}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
+      status, reason_phrase(status), worker_.http_date(), extra_headers, body.size(), body);
   response_ = Response::complete;
   co_return;
 }
@@ -552,7 +597,6 @@ bool Http1Connection::build_scope() {
   scope_.query_string = head_.query;
   scope_.root_path = worker_.config().root_path;
   scope_.headers = head_.headers;
-  scope_.state = worker_.state();
   if (forwarding_trusted_) {
     scope_.client = client_;
     apply_forwarded(scope_, worker_.forwarded_trusted());
@@ -607,7 +651,8 @@ asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
 asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
   if (out_.empty() && extra.empty()) co_return;
   set_deadline(Wait::send);
-  std::array<asio::const_buffer, 2> buffers{asio::buffer(out_), asio::buffer(extra)};
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(out_.data(), out_.size()),
+                                            asio::buffer(extra)};
   auto [ec, n] = co_await stream_.write(buffers);
   watchdog_.clear();
   out_.clear();
@@ -740,7 +785,8 @@ asio::awaitable<size_t> Http1Connection::read_idle() {
     idle_cold_ = true;
     release_buffer();
     set_deadline(Wait::idle);
-    auto [wait_ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
+    auto [wait_ec] =
+        co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
     watchdog_.clear();
     if (wait_ec) co_return 0;  // else readable: read (still under the idle deadline)
   }
@@ -902,7 +948,15 @@ asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
   if (auto* start = std::get_if<HttpResponseStart>(&event)) {
     start_response(*start);
   } else if (auto* body = std::get_if<HttpResponseBody>(&event)) {
-    co_await send_body(*body);
+    // A piece too large to copy is written from the app's memory before send returns;
+    // a streamed piece is written now, so a slow client slows the app down instead of
+    // filling memory.
+    std::string_view large = queue_body(*body);
+    if (!large.empty()) {
+      co_await flush(large);
+      end_piece(true);
+    }
+    if (body->more_body) co_await flush();
   } else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event)) {
     send_trailers(*trailers);
   } else {
@@ -915,9 +969,9 @@ void Http1Connection::start_response(const HttpResponseStart& start) {
   status_ = start.status;
   no_body_status_ = status_ == 204 || status_ == 304;
   trailers_expected_ = start.trailers;
-  head_out_.clear();
-  fmt::format_to(std::back_inserter(head_out_), "HTTP/1.1 {} {}\r\n", status_,
-                 reason_phrase(status_));
+  head_out_.assign("HTTP/1.1 ");
+  append_decimal(head_out_, static_cast<std::uint64_t>(status_));
+  head_out_.append(" ").append(reason_phrase(status_)).append("\r\n");
   bool has_date = false, has_server = false;
   for (const auto& h : start.headers) {
     if (iequals(h.name, "content-length")) {
@@ -976,7 +1030,10 @@ void Http1Connection::commit_head(std::string_view first_body, bool more_body) {
   response_ = Response::head_sent;
 }
 
-asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
+// http.response.body up to writing: checks, framing, and the piece itself when it is
+// small enough to copy into out_. Returns a piece too large to copy, which the caller
+// writes and then ends with end_piece.
+std::string_view Http1Connection::queue_body(const HttpResponseBody& body) {
   check_body(response_);
   if (response_ == Response::started) commit_head(body.body, body.more_body);
   const bool bodyless = head_request_ || no_body_status_;
@@ -986,30 +1043,32 @@ asio::awaitable<void> Http1Connection::send_body(const HttpResponseBody& body) {
     throw ProtocolError("response body longer than its content-length");
   }
   body_bytes_sent_ += body.body.size();
-  const std::string_view data = bodyless ? std::string_view() : body.body;
-  const bool chunked = framing_ == Framing::chunked && !bodyless;
-  const bool last = !body.more_body;
-  if (last) {
+  if (!body.more_body) {
     if (framing_ == Framing::length && !bodyless && body_bytes_sent_ < *app_content_length_)
       keep_alive_ = false;  // short body: only a close ends the message
     response_ = trailers_expected_ ? Response::body_done : Response::complete;
   }
-  if (!data.empty()) {
-    if (chunked) {
-      append_hex(out_, data.size());
-      out_ += "\r\n";
-    }
-    // A large piece is written from the app's memory instead of being copied.
-    if (data.size() > kCopyLimit)
-      co_await flush(data);
-    else
-      out_.append(data);
-    if (chunked) out_ += "\r\n";
+  const std::string_view data = bodyless ? std::string_view() : body.body;
+  if (data.empty()) {
+    end_piece(false);
+    return {};
   }
-  if (last && chunked && !trailers_expected_) out_ += "0\r\n\r\n";
-  // Streaming: write each piece now, so a slow client slows the app down instead of
-  // filling memory.
-  if (!last) co_await flush();
+  if (framing_ == Framing::chunked) {
+    append_hex(out_, data.size());
+    out_ += "\r\n";
+  }
+  if (data.size() > kCopyLimit) return data;
+  out_.append(data);
+  end_piece(true);
+  return {};
+}
+
+// After a piece of body: its chunk's CRLF, and the last chunk when the body is done.
+void Http1Connection::end_piece(bool had_data) {
+  const bool chunked = framing_ == Framing::chunked && !head_request_ && !no_body_status_;
+  if (!chunked) return;
+  if (had_data) out_ += "\r\n";
+  if (response_ == Response::complete && !trailers_expected_) out_ += "0\r\n\r\n";
 }
 
 void Http1Connection::send_trailers(const HttpResponseTrailers& trailers) {

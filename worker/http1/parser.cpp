@@ -193,6 +193,41 @@ ParseResult note_field(std::string_view name, std::string_view value, RequestHea
   return kComplete;
 }
 
+// One field line, in one pass: the name (lower-cased where it lies) up to its colon, the
+// value up to CR LF, without optional whitespace. The head is known to end in CR LF CR LF,
+// and CR is neither a name nor a value character, so neither loop can run past it.
+// Returns false on anything irregular; field_line_error then says what.
+bool split_field_line(char* p, const char*& eol, std::string_view& name, std::string_view& value) {
+  char* q = p;
+  while (kTchar[static_cast<unsigned char>(*q)]) {
+    *q = lower(*q);
+    ++q;
+  }
+  if (*q != ':' || q == p) return false;
+  name = {p, static_cast<size_t>(q - p)};
+  ++q;
+  while (*q == ' ' || *q == '\t') ++q;
+  const char* v = q;
+  while (kValueChar[static_cast<unsigned char>(*q)]) ++q;
+  if (q[0] != '\r' || q[1] != '\n') return false;
+  eol = q;
+  while (q > v && (q[-1] == ' ' || q[-1] == '\t')) --q;
+  value = {v, static_cast<size_t>(q - v)};
+  return true;
+}
+
+// Why the field line at `p` is malformed, checked in the order a reader would.
+ParseResult field_line_error(const char* p, const char* end) {
+  const char* eol = static_cast<const char*>(std::memchr(p, '\r', end - p + 1));
+  if (eol[1] != '\n') return fail(400, "bare CR in header field");
+  if (*p == ' ' || *p == '\t') return fail(400, "obsolete line folding");
+  std::string_view line(p, static_cast<size_t>(eol - p));
+  auto colon = line.find(':');
+  if (colon == std::string_view::npos) return fail(400, "header field without a colon");
+  if (!is_token(line.substr(0, colon))) return fail(400, "invalid header field name");
+  return fail(400, "invalid character in header field value");
+}
+
 ParseResult decide_framing(RequestHead& out, const FramingFields& f) {
   if (out.version_minor >= 1 && f.host_count == 0) return fail(400, "missing Host");
   if (f.has_transfer_encoding) {
@@ -275,19 +310,8 @@ ParseResult parse_request(char* data, size_t size, const Limits& limits, Request
 
   FramingFields framing;
   for (p = eol + 2; p < end; p = eol + 2) {
-    eol = static_cast<const char*>(std::memchr(p, '\r', end - p + 1));
-    if (eol[1] != '\n') return fail(400, "bare CR in header field");
-    if (*p == ' ' || *p == '\t') return fail(400, "obsolete line folding");
-    std::string_view line(p, static_cast<size_t>(eol - p));
-    auto colon = line.find(':');
-    if (colon == std::string_view::npos) return fail(400, "header field without a colon");
-    auto name = line.substr(0, colon);
-    if (!is_token(name)) return fail(400, "invalid header field name");
-    for (unsigned char c : line.substr(colon + 1))
-      if (!kValueChar[c]) return fail(400, "invalid character in header field value");
-    auto value = trim_ows(line.substr(colon + 1));
-    char* lowered = data + (p - data);
-    for (size_t i = 0; i < name.size(); ++i) lowered[i] = lower(lowered[i]);
+    std::string_view name, value;
+    if (!split_field_line(data + (p - data), eol, name, value)) return field_line_error(p, end);
     out.headers.push_back({name, value});
     if (auto r = note_field(name, value, out, framing); r.kind != ParseResult::complete) return r;
   }
