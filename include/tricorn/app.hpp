@@ -26,6 +26,15 @@
 #ifndef BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE
 #define BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE 8
 #endif
+// What the cache misses goes to operator new (malloc), not aligned_alloc: glibc serves
+// aligned_alloc on a slow path without its per-thread cache, and Asio asks for no more
+// than the 16 bytes malloc aligns to anyway.
+#ifndef BOOST_ASIO_DISABLE_STD_ALIGNED_ALLOC
+#define BOOST_ASIO_DISABLE_STD_ALIGNED_ALLOC 1
+#endif
+#ifndef BOOST_ASIO_DISABLE_BOOST_ALIGN
+#define BOOST_ASIO_DISABLE_BOOST_ALIGN 1
+#endif
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/version.hpp>

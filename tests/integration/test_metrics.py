@@ -79,6 +79,23 @@ def test_open_connections_by_protocol_and_http2_streams(start_server):
                what="the connections to be gone")
 
 
+def test_every_open_stream_ends_with_its_connection(start_server):
+    # Two streams wait for request bodies when the client breaks the protocol: both apps
+    # must hear that the client is gone and both streams be released. (A fuzzer found a
+    # connection that ended only the stream it opened last, leaking the others.)
+    s = start_server("-w", "1", "--metrics-bind", "127.0.0.1:0")
+    url = metrics_url(s)
+    h2 = RawH2(s.port)
+    h2.send(h2.request(1, "/echo", "POST", end_stream=False),
+            h2.request(3, "/echo", "POST", end_stream=False))
+    wait_until(lambda: scrape(url)["tricorn_http2_active_streams"] == 2, what="two open streams")
+    h2.send(b"\x00\x00\x02\x00\x00\x00\x00\x00\x00hi")  # DATA on stream 0: a connection error
+    assert h2.wait_closed()
+    wait_until(lambda: (m := scrape(url))["tricorn_http2_active_streams"] == 0
+               and m['tricorn_open_connections{protocol="http2"}'] == 0,
+               what="both streams and the connection to be gone")
+
+
 def test_restarts_reloads_and_counters_that_outlive_workers(start_server, tmpdir_path):
     s = start_server("-w", "1", "--metrics-bind", "127.0.0.1:0", "--timeout", "1",
                      "--max-requests", "5", config="workers: 1\n")

@@ -10,6 +10,8 @@
 // deferred data provider.
 #include "worker/http2/connection.hpp"
 
+#include "worker/http2/allocator.hpp"
+
 #include "common/log.hpp"
 #include "worker/access_log.hpp"
 #include "worker/dispatch.hpp"
@@ -60,12 +62,116 @@ nghttp2_nv make_nv(std::string_view name, std::string_view value) {
 }
 
 class Http2Connection;
+class Http2Stream;
+
+// Streams of one event loop waiting for reuse: an Asio service of the loop, so that it
+// empties itself when the loop shuts down, while every service still exists (a pooled
+// stream owns a timer of the loop). A stream released after that is deleted.
+class StreamPool : public asio::execution_context::service {
+ public:
+  using key_type = StreamPool;
+  static inline asio::execution_context::id id;
+  explicit StreamPool(asio::execution_context& context) : service(context) {}
+  ~StreamPool() override { shutdown(); }
+  static StreamPool& of(const asio::any_io_executor& ex) {
+    return asio::use_service<StreamPool>(asio::query(ex, asio::execution::context));
+  }
+  Http2Stream* take(const asio::any_io_executor& ex);
+  void give(Http2Stream* s);
+
+ private:
+  void shutdown() override;
+  static constexpr size_t kMaxPooled = 512;
+  std::vector<Http2Stream*> free_;
+  bool closed_ = false;
+};
+
+// A counted reference to a stream (one thread: a plain counter). The connection holds
+// one while nghttp2 has the stream open, its app coroutine one while it runs; the last
+// one gives the stream back to the worker's pool.
+class StreamRef {
+ public:
+  StreamRef() = default;
+  explicit StreamRef(Http2Stream* s);
+  StreamRef(const StreamRef& other) : StreamRef(other.s_) {}
+  StreamRef(StreamRef&& other) noexcept : s_(std::exchange(other.s_, nullptr)) {}
+  StreamRef& operator=(StreamRef other) noexcept {
+    std::swap(s_, other.s_);
+    return *this;
+  }
+  ~StreamRef();
+  // For a holder that keeps the count itself (the connection's list of open streams).
+  static StreamRef adopt(Http2Stream* s) {
+    StreamRef r;
+    r.s_ = s;
+    return r;
+  }
+  Http2Stream* release() { return std::exchange(s_, nullptr); }
+  Http2Stream* operator->() const { return s_; }
+  Http2Stream* get() const { return s_; }
+  explicit operator bool() const { return s_ != nullptr; }
+
+ private:
+  Http2Stream* s_ = nullptr;
+};
+
+// Response fields (or trailers), copied out of the app's send() (its views end with
+// the call): lower-cased names and values back to back in one buffer, whose capacity a
+// recycled stream keeps.
+class FieldList {
+ public:
+  void clear() {
+    bytes_.clear();
+    sizes_.clear();
+  }
+  void add(std::string_view name, std::string_view value) {
+    size_t at = bytes_.size();
+    bytes_.append(name).append(value);
+    for (size_t i = at; i < at + name.size(); ++i)
+      if (bytes_[i] >= 'A' && bytes_[i] <= 'Z') bytes_[i] = static_cast<char>(bytes_[i] + 32);
+    sizes_.push_back(static_cast<std::uint32_t>(name.size()));
+    sizes_.push_back(static_cast<std::uint32_t>(value.size()));
+  }
+  size_t size() const { return sizes_.size() / 2; }
+  template <typename F>
+  void for_each(F&& f) const {  // f(name, value)
+    size_t at = 0;
+    for (size_t i = 0; i < sizes_.size(); i += 2) {
+      std::string_view name(bytes_.data() + at, sizes_[i]);
+      std::string_view value(bytes_.data() + at + sizes_[i], sizes_[i + 1]);
+      f(name, value);
+      at += sizes_[i] + sizes_[i + 1];
+    }
+  }
+  bool has(std::string_view name) const {
+    bool found = false;
+    for_each([&](std::string_view n, std::string_view) { found = found || n == name; });
+    return found;
+  }
+
+ private:
+  std::string bytes_;
+  std::vector<std::uint32_t> sizes_;
+};
 
 // One request stream: the app's Receive and Send; for a WebSocket opened with extended
 // CONNECT (RFC 8441), the session's Transport, its DATA frames carrying the frames.
+// Streams are recycled within a worker (see StreamRef): the buffers and vectors below
+// keep their capacity, so a stream of a warm worker allocates nothing of its own.
 class Http2Stream final : public Receive, public Send, public websocket::Transport {
  public:
-  Http2Stream(Http2Connection& c, std::int32_t id);
+  // What a recycled stream keeps: storage, emptied.
+  struct Buffers {
+    std::vector<nghttp2_rcbuf*> held;
+    std::vector<Header> headers;
+    std::string decoded_path, body_in, body_out;
+    FieldList response_fields, trailer_fields;
+  };
+  Http2Stream(StreamPool& pool, asio::any_io_executor ex, Buffers buffers = {});
+  ~Http2Stream() { release_fields(); }
+  Http2Stream(const Http2Stream&) = delete;
+  Http2Stream& operator=(const Http2Stream&) = delete;
+  static StreamRef open(Http2Connection& c, std::int32_t id);
 
   asio::awaitable<ReceiveEvent> operator()() override;
   asio::awaitable<void> operator()(SendEvent event) override;
@@ -81,7 +187,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   }
 
   // Called by the connection (from nghttp2 callbacks).
-  void on_header(std::string_view name, std::string_view value);
+  void on_header(nghttp2_rcbuf* name, nghttp2_rcbuf* value);
   void on_data(std::string_view data);
   void on_end_stream() {
     end_stream_ = true;
@@ -96,7 +202,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   asio::awaitable<void> run_app();
   asio::awaitable<void> serve_websocket();
   void on_response_sent();
-  void set_upgraded(const UpgradedRequest& request);
+  void set_upgraded(std::unique_ptr<UpgradedRequest> request);
 
   std::int32_t id() const { return id_; }
   bool closed() const { return closed_; }
@@ -107,7 +213,15 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   }
   void reset(std::uint32_t error_code);
 
+  // The connection's list of open streams.
+  Http2Stream* prev_ = nullptr;
+  Http2Stream* next_ = nullptr;
+
  private:
+  friend class StreamRef;
+  friend class StreamPool;
+  Buffers take_buffers();
+  void release_fields();
   bool build_scope();
   void wake() { wake_.cancel(); }
   asio::awaitable<void> wait();
@@ -117,17 +231,21 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   void send_trailers(const HttpResponseTrailers& trailers);
   void respond_simple(int status);
 
-  Http2Connection& c_;
-  std::int32_t id_;
+  int refs_ = 0;
+  StreamPool* pool_;
+  Http2Connection* c_ = nullptr;
+  std::int32_t id_ = 0;
   asio::steady_timer wake_;
 
-  // Request.
-  std::vector<std::pair<std::string, std::string>> fields_;
-  std::string method_, scheme_, authority_, path_, protocol_;
+  // Request. Field names and values are nghttp2's own buffers, kept (not copied) until
+  // the stream is recycled.
+  std::vector<nghttp2_rcbuf*> held_;
+  std::vector<Header> headers_;  // views into held_ (and the upgraded request)
+  std::string_view method_, scheme_, authority_, path_, protocol_;
+  std::unique_ptr<UpgradedRequest> upgraded_;  // for an h2c upgrade: what the views see
   websocket::Session* websocket_ = nullptr;
   size_t header_bytes_ = 0;
   bool headers_too_large_ = false;
-  std::vector<Header> headers_;
   std::string decoded_path_;
   Scope scope_;
   std::string body_in_;
@@ -143,8 +261,8 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   using Response = ResponseStage;
   Response response_ = Response::none;
   int status_ = 0;
-  std::vector<std::pair<std::string, std::string>> response_fields_;
-  std::vector<std::pair<std::string, std::string>> trailer_fields_;
+  FieldList response_fields_;
+  FieldList trailer_fields_;
   bool trailers_expected_ = false;
   bool trailers_ready_ = false;
   std::string body_out_;
@@ -167,8 +285,10 @@ class Http2Connection final : public worker::Connection,
         writer_wake_(stream_.executor()),
         writer_exit_(stream_.executor()),
         notice_timer_(stream_.executor()),
-        stall_timer_(stream_.executor()) {}
+        stall_timer_(stream_.executor()),
+        stream_pool_(StreamPool::of(stream_.executor())) {}
   ~Http2Connection() {
+    while (streams_) forget(streams_);
     if (session_) nghttp2_session_del(session_);
   }
 
@@ -182,13 +302,21 @@ class Http2Connection final : public worker::Connection,
   nghttp2_session* session() { return session_; }
   bool open() const { return !closing_; }
   Socket::executor_type executor() { return stream_.executor(); }
+  StreamPool& stream_pool() { return stream_pool_; }
   void wake_writer() {
     write_requested_ = true;
     if (writer_waiting_) writer_wake_.cancel();
   }
-  void forget(std::int32_t id) {
-    if (streams_.erase(id))
-      if (auto* m = worker_.counters()) m->add(m->http2_streams, -1);
+  // The list of open streams: nghttp2 knows them by id (their user data); the list is
+  // for walking them all, and holds one count of each.
+  void add_stream(StreamRef s);
+  void forget(Http2Stream* s);
+  template <typename F>
+  void for_each_stream(F&& f) {  // f may close (forget) any stream, not only its own
+    std::vector<StreamRef> open;
+    open.reserve(stream_count_);
+    for (Http2Stream* s = streams_; s; s = s->next_) open.emplace_back(s);
+    for (auto& s : open) f(s.get());
   }
 
  private:
@@ -196,15 +324,14 @@ class Http2Connection final : public worker::Connection,
   bool feed(const char* data, size_t size);
   asio::awaitable<void> write_loop();
   asio::awaitable<void> reset_stalled_streams();
-  void start_stream_app(std::shared_ptr<Http2Stream> s);
-  std::shared_ptr<Http2Stream> stream_of(std::int32_t id);
+  void start_stream_app(StreamRef s);
+  Http2Stream* stream_of(std::int32_t id);
   void update_idle_deadline();
 
   // nghttp2 callbacks.
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
-  static int on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
-                       size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
-                       void* self);
+  static int on_header(nghttp2_session*, const nghttp2_frame* f, nghttp2_rcbuf* name,
+                       nghttp2_rcbuf* value, uint8_t flags, void* self);
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self);
   static int on_data_chunk(nghttp2_session*, uint8_t flags, int32_t id, const uint8_t* data,
                            size_t len, void* self);
@@ -220,12 +347,15 @@ class Http2Connection final : public worker::Connection,
   asio::steady_timer writer_exit_;
   asio::steady_timer notice_timer_;
   asio::steady_timer stall_timer_;
+  StreamPool& stream_pool_;
   nghttp2_session* session_ = nullptr;
-  std::unordered_map<std::int32_t, std::shared_ptr<Http2Stream>> streams_;
+  Http2Stream* streams_ = nullptr;
+  size_t stream_count_ = 0;
+  Http2Stream* last_looked_up_ = nullptr;  // nghttp2 calls back a few times per frame
   // After Upgrade: h2c, stream 1's app waits for the client's SETTINGS: by then the
   // client has read the 101 (curl 7.88 keeps only 32 KiB that arrive behind it) and its
   // settings apply to the response.
-  std::shared_ptr<Http2Stream> upgraded_stream_;
+  StreamRef upgraded_stream_;
   Address client_;
   bool forwarding_trusted_ = false;
   std::string out_;
@@ -245,16 +375,18 @@ asio::awaitable<void> Http2Connection::run(std::string received,
   struct Finish {
     Http2Connection* c;
     ~Finish() {
-      if (auto* m = c->worker_.counters()) {
+      if (auto* m = c->worker_.counters())
         m->add(m->connections[int(metrics::Protocol::http2)], -1);
-        m->add(m->http2_streams, -static_cast<std::int64_t>(c->streams_.size()));
-      }
       c->closing_ = true;
       c->idle_watchdog_.stop();
       c->send_watchdog_.stop();
       c->notice_timer_.cancel();
       c->stall_timer_.cancel();
-      for (auto& [id, s] : c->streams_) s->on_close(NGHTTP2_CANCEL);
+      Http2Connection* self = c;
+      self->for_each_stream([self](Http2Stream* s) {
+        s->on_close(NGHTTP2_CANCEL);
+        self->forget(s);
+      });
       c->worker_.untrack(c);
     }
   } finish{this};
@@ -269,12 +401,10 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       log::debug("h2c upgrade refused: {}", nghttp2_strerror(rv));
       co_return;
     }
-    auto s = std::make_shared<Http2Stream>(*this, 1);
-    s->set_upgraded(*upgraded);
-    streams_[1] = s;
-    if (auto* m = worker_.counters()) m->add(m->http2_streams, 1);
-    nghttp2_session_set_stream_user_data(session_, 1, s.get());
-    upgraded_stream_ = s;  // started once the client's SETTINGS arrive
+    auto s = Http2Stream::open(*this, 1);
+    s->set_upgraded(std::move(upgraded));
+    add_stream(s);
+    upgraded_stream_ = std::move(s);  // started once the client's SETTINGS arrive
   }
   // The writer runs before the first bytes are fed: if they already hold an attack,
   // the GOAWAY they earn must still be written.
@@ -324,7 +454,7 @@ bool Http2Connection::create_session() {
   nghttp2_session_callbacks* cbs;
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
@@ -338,7 +468,7 @@ bool Http2Connection::create_session() {
 #ifdef TRICORN_HAVE_MAX_CONTINUATIONS
   nghttp2_option_set_max_continuations(opt, 8);  // CONTINUATION flood (CVE-2024-27316)
 #endif
-  int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
+  int rv = nghttp2_session_server_new3(&session_, cbs, this, opt, pooled_memory());
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   if (rv != 0) return false;
@@ -425,19 +555,17 @@ asio::awaitable<void> Http2Connection::reset_stalled_streams() {
     auto [ec] = co_await stall_timer_.async_wait(use_nothrow);
     if (ec || closing_) co_return;
     const auto since = Clock::now() - limit;
-    std::vector<std::shared_ptr<Http2Stream>> stalled;
-    for (auto& [id, s] : streams_)
-      if (s->stalled_since(since)) stalled.push_back(s);
-    for (auto& s : stalled) {
+    for_each_stream([&](Http2Stream* s) {
+      if (!s->stalled_since(since)) return;
       log::info("HTTP/2 stream {} from {} reset: its flow-control window stayed closed for {}s",
                 s->id(), client_.host, worker_.config().send_timeout);
       s->reset(NGHTTP2_CANCEL);
-    }
+    });
   }
 }
 
 void Http2Connection::update_idle_deadline() {
-  if (streams_.empty())
+  if (stream_count_ == 0)
     idle_watchdog_.set(Clock::now() + seconds(worker_.config().http2_idle_timeout),
                        shared_from_this());
 }
@@ -448,7 +576,7 @@ void Http2Connection::update_idle_deadline() {
 void Http2Connection::on_drain() {
   if (draining_ || closing_ || !session_) return;
   draining_ = true;
-  for (auto& [id, s] : streams_) s->on_drain();
+  for_each_stream([](Http2Stream* s) { s->on_drain(); });
   nghttp2_submit_shutdown_notice(session_);
   wake_writer();
   notice_timer_.expires_after(kShutdownNoticeDelay);
@@ -461,52 +589,75 @@ void Http2Connection::on_drain() {
   });
 }
 
-std::shared_ptr<Http2Stream> Http2Connection::stream_of(std::int32_t id) {
-  auto it = streams_.find(id);
-  return it == streams_.end() ? nullptr : it->second;
+void Http2Connection::add_stream(StreamRef s) {
+  nghttp2_session_set_stream_user_data(session_, s->id(), s.get());
+  Http2Stream* p = s.release();  // the list's count
+  p->prev_ = nullptr;
+  p->next_ = streams_;
+  if (streams_) streams_->prev_ = p;
+  streams_ = p;
+  ++stream_count_;
+  if (auto* m = worker_.counters()) m->add(m->http2_streams, 1);
 }
 
-void Http2Connection::start_stream_app(std::shared_ptr<Http2Stream> s) {
-  asio::co_spawn(executor(), s->run_app(), [s, self = shared_from_this()](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error("HTTP/2 stream failed: {}", ex.what());
-    }
-  });
+void Http2Connection::forget(Http2Stream* s) {
+  if (!s->prev_ && streams_ != s) return;  // not (or no longer) in the list
+  if (session_) nghttp2_session_set_stream_user_data(session_, s->id(), nullptr);
+  if (last_looked_up_ == s) last_looked_up_ = nullptr;
+  if (s->prev_)
+    s->prev_->next_ = s->next_;
+  else
+    streams_ = s->next_;
+  if (s->next_) s->next_->prev_ = s->prev_;
+  s->prev_ = s->next_ = nullptr;
+  --stream_count_;
+  if (auto* m = worker_.counters()) m->add(m->http2_streams, -1);
+  StreamRef::adopt(s);  // gives the list's count back
+}
+
+Http2Stream* Http2Connection::stream_of(std::int32_t id) {
+  if (last_looked_up_ && last_looked_up_->id() == id) return last_looked_up_;
+  last_looked_up_ = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session_, id));
+  return last_looked_up_;
+}
+
+void Http2Connection::start_stream_app(StreamRef s) {
+  auto app = s->run_app();
+  asio::co_spawn(executor(), std::move(app),
+                 [s = std::move(s), self = shared_from_this()](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     log::error("HTTP/2 stream failed: {}", ex.what());
+                   }
+                 });
 }
 
 int Http2Connection::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
   auto* c = static_cast<Http2Connection*>(self);
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  auto s = std::make_shared<Http2Stream>(*c, f->hd.stream_id);
-  nghttp2_session_set_stream_user_data(c->session_, f->hd.stream_id, s.get());
-  c->streams_[f->hd.stream_id] = std::move(s);
-  if (auto* m = c->worker_.counters()) m->add(m->http2_streams, 1);
+  c->add_stream(Http2Stream::open(*c, f->hd.stream_id));
   return 0;
 }
 
-int Http2Connection::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
-                               size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                               void* self) {
+int Http2Connection::on_header(nghttp2_session*, const nghttp2_frame* f, nghttp2_rcbuf* name,
+                               nghttp2_rcbuf* value, uint8_t, void* self) {
   auto* c = static_cast<Http2Connection*>(self);
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  if (auto s = c->stream_of(f->hd.stream_id))
-    s->on_header({reinterpret_cast<const char*>(name), namelen},
-                 {reinterpret_cast<const char*>(value), valuelen});
+  if (auto* s = c->stream_of(f->hd.stream_id)) s->on_header(name, value);
   return 0;
 }
 
 int Http2Connection::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self) {
   auto* c = static_cast<Http2Connection*>(self);
   if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && c->upgraded_stream_)
-    c->start_stream_app(std::exchange(c->upgraded_stream_, nullptr));
-  auto s = c->stream_of(f->hd.stream_id);
+    c->start_stream_app(std::exchange(c->upgraded_stream_, StreamRef()));
+  auto* s = c->stream_of(f->hd.stream_id);
   if (!s) return 0;
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
     if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) s->on_end_stream();
-    c->start_stream_app(s);
+    c->start_stream_app(StreamRef(s));
   } else if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
              (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
     s->on_end_stream();  // the last DATA, or trailers (which ASGI does not carry)
@@ -517,7 +668,7 @@ int Http2Connection::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, voi
 int Http2Connection::on_data_chunk(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data,
                                    size_t len, void* self) {
   auto* c = static_cast<Http2Connection*>(self);
-  if (auto s = c->stream_of(id))
+  if (auto* s = c->stream_of(id))
     s->on_data({reinterpret_cast<const char*>(data), len});
   else
     nghttp2_session_consume(c->session_, id, len);  // nobody will read it
@@ -528,99 +679,177 @@ int Http2Connection::on_frame_send(nghttp2_session*, const nghttp2_frame* f, voi
   auto* c = static_cast<Http2Connection*>(self);
   if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
       (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-    if (auto s = c->stream_of(f->hd.stream_id)) s->on_response_sent();
+    if (auto* s = c->stream_of(f->hd.stream_id)) s->on_response_sent();
   return 0;
 }
 
 int Http2Connection::on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code,
                                      void* self) {
   auto* c = static_cast<Http2Connection*>(self);
-  if (auto s = c->stream_of(id)) {
+  if (auto* s = c->stream_of(id)) {
     s->on_close(error_code);
-    c->forget(id);
+    c->forget(s);
   }
   return 0;
 }
 
 // --- a stream -------------------------------------------------------------------------
 
+StreamRef::StreamRef(Http2Stream* s) : s_(s) {
+  if (s_) ++s_->refs_;
+}
+
+StreamRef::~StreamRef() {
+  if (s_ && --s_->refs_ == 0) s_->pool_->give(s_);
+}
+
+Http2Stream* StreamPool::take(const asio::any_io_executor& ex) {
+  if (free_.empty()) return new Http2Stream(*this, ex);
+  Http2Stream* s = free_.back();
+  free_.pop_back();
+  return s;
+}
+
+// A stream comes back empty: everything but its storage is constructed anew.
+void StreamPool::give(Http2Stream* s) {
+  if (closed_ || free_.size() >= kMaxPooled) {
+    delete s;
+    return;
+  }
+  auto buffers = s->take_buffers();
+  auto ex = s->wake_.get_executor();
+  s->~Http2Stream();
+  new (s) Http2Stream(*this, ex, std::move(buffers));
+  free_.push_back(s);
+}
+
+void StreamPool::shutdown() {
+  closed_ = true;
+  for (auto* s : free_) delete s;
+  free_.clear();
+}
+
 // wake_ never expires: cancel() wakes every coroutine waiting on it (the app's
 // receive() and send() may both wait, for a WebSocket), and each re-checks its condition.
-Http2Stream::Http2Stream(Http2Connection& c, std::int32_t id)
-    : c_(c), id_(id), wake_(c.executor(), Clock::time_point::max()) {}
+Http2Stream::Http2Stream(StreamPool& pool, asio::any_io_executor ex, Buffers b)
+    : pool_(&pool),
+      wake_(ex, Clock::time_point::max()),
+      held_(std::move(b.held)),
+      headers_(std::move(b.headers)),
+      decoded_path_(std::move(b.decoded_path)),
+      body_in_(std::move(b.body_in)),
+      response_fields_(std::move(b.response_fields)),
+      trailer_fields_(std::move(b.trailer_fields)),
+      body_out_(std::move(b.body_out)) {}
 
-void Http2Stream::on_header(std::string_view name, std::string_view value) {
+StreamRef Http2Stream::open(Http2Connection& c, std::int32_t id) {
+  Http2Stream* s = c.stream_pool().take(c.executor());
+  s->c_ = &c;
+  s->id_ = id;
+  return StreamRef(s);
+}
+
+Http2Stream::Buffers Http2Stream::take_buffers() {
+  release_fields();
+  Buffers b{std::move(held_),          std::move(headers_),  std::move(decoded_path_),
+            std::move(body_in_),       std::move(body_out_), std::move(response_fields_),
+            std::move(trailer_fields_)};
+  b.headers.clear();
+  b.decoded_path.clear();
+  b.body_in.clear();
+  b.body_out.clear();
+  b.response_fields.clear();
+  b.trailer_fields.clear();
+  return b;
+}
+
+void Http2Stream::release_fields() {
+  for (auto* rc : held_) nghttp2_rcbuf_decref(rc);
+  held_.clear();
+}
+
+void Http2Stream::on_header(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
+  auto view = [](nghttp2_rcbuf* rc) {
+    auto b = nghttp2_rcbuf_get_buf(rc);
+    return std::string_view(reinterpret_cast<const char*>(b.base), b.len);
+  };
+  const auto name = view(name_buf), value = view(value_buf);
   header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 section 6.5.2
   // nghttp2 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it: an HPACK
   // bomb would grow this list without bound. Past the limit, keep nothing and answer 431.
-  if (header_bytes_ > static_cast<size_t>(c_.worker().config().http2_max_header_list_size)) {
+  if (header_bytes_ > static_cast<size_t>(c_->worker().config().http2_max_header_list_size)) {
     headers_too_large_ = true;
-    fields_.clear();
+    headers_.clear();
+    method_ = scheme_ = authority_ = path_ = protocol_ = {};
+    release_fields();
     return;
   }
   if (headers_too_large_) return;
-  if (name == ":method")
-    method_ = value;
-  else if (name == ":scheme")
-    scheme_ = value;
-  else if (name == ":authority")
-    authority_ = value;
-  else if (name == ":path")
-    path_ = value;
-  else if (name == ":protocol")
-    protocol_ = value;
-  else if (!name.starts_with(':'))
-    fields_.emplace_back(name, value);
+  if (name.starts_with(':')) {
+    std::string_view* pseudo = name == ":method"      ? &method_
+                               : name == ":scheme"    ? &scheme_
+                               : name == ":authority" ? &authority_
+                               : name == ":path"      ? &path_
+                               : name == ":protocol"  ? &protocol_
+                                                      : nullptr;
+    if (!pseudo) return;
+    nghttp2_rcbuf_incref(value_buf);
+    held_.push_back(value_buf);
+    *pseudo = value;
+    return;
+  }
+  nghttp2_rcbuf_incref(name_buf);
+  nghttp2_rcbuf_incref(value_buf);
+  held_.push_back(name_buf);
+  held_.push_back(value_buf);
+  headers_.push_back({name, value});
 }
 
 void Http2Stream::on_data(std::string_view data) {
   received_ += data.size();
-  const auto limit = c_.worker().config().limit_request_body;
+  const auto limit = c_->worker().config().limit_request_body;
   if (limit && received_ > limit) {
     // Over limit_request_body: the app sees the client gone; run_app answers 413 if
     // nothing was sent, and the stream is reset.
     body_too_large_ = true;
-    nghttp2_session_consume(c_.session(), id_, data.size());
+    nghttp2_session_consume(c_->session(), id_, data.size());
   } else {
     body_in_.append(data);
   }
   wake();
 }
 
-void Http2Stream::set_upgraded(const UpgradedRequest& r) {
-  method_ = r.method;
-  path_ = r.target;
+void Http2Stream::set_upgraded(std::unique_ptr<UpgradedRequest> r) {
+  upgraded_ = std::move(r);
+  method_ = upgraded_->method;
+  path_ = upgraded_->target;
   scheme_ = "http";
-  for (const auto& [name, value] : r.headers)
-    if (!is_connection_specific(name)) fields_.emplace_back(name, value);
-  body_in_ = r.body;
+  for (const auto& [name, value] : upgraded_->headers)
+    if (!is_connection_specific(name)) headers_.push_back({name, value});
+  body_in_ = std::move(upgraded_->body);
   end_stream_ = true;
 }
 
 bool Http2Stream::build_scope() {
-  headers_.clear();
-  bool has_host = false;
-  for (const auto& [name, value] : fields_) {
-    headers_.push_back({name, value});
-    has_host = has_host || name == "host";
-  }
   // ASGI apps look for Host; HTTP/2 carries it as :authority.
-  if (!has_host && !authority_.empty()) headers_.push_back({"host", authority_});
+  if (!authority_.empty() && !std::any_of(headers_.begin(), headers_.end(),
+                                          [](const Header& h) { return h.name == "host"; }))
+    headers_.push_back({"host", authority_});
   std::string_view target = path_;
   auto q = target.find('?');
   scope_.type = ScopeType::http;
   scope_.http_version = "2";
   scope_.method = method_;
-  scope_.scheme = scheme_.empty() ? std::string_view(c_.listener().scheme) : scheme_;
+  scope_.scheme = scheme_.empty() ? std::string_view(c_->listener().scheme) : scheme_;
   scope_.raw_path = target.substr(0, q);
   scope_.query_string = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
-  scope_.root_path = c_.worker().config().root_path;
+  scope_.root_path = c_->worker().config().root_path;
   scope_.headers = headers_;
-  scope_.client = c_.client();
-  if (c_.forwarding_trusted()) apply_forwarded(scope_, c_.worker().forwarded_trusted());
-  if (!c_.listener().is_unix)
-    scope_.server = {c_.listener().server_host, c_.listener().server_port};
-  scope_.state = c_.worker().state();
+  scope_.client = c_->client();
+  if (c_->forwarding_trusted()) apply_forwarded(scope_, c_->worker().forwarded_trusted());
+  if (!c_->listener().is_unix)
+    scope_.server = {c_->listener().server_host, c_->listener().server_port};
+  scope_.state = c_->worker().state();
   if (scope_.raw_path.find('%') == std::string_view::npos) {
     scope_.path = scope_.raw_path;
     return true;
@@ -637,7 +866,7 @@ asio::awaitable<void> Http2Stream::run_app() {
     Http2Stream* s;
     Clock::time_point started;
     ~Count() {
-      if (auto* m = s->c_.worker().counters(); m && s->status_ && s->protocol_.empty())
+      if (auto* m = s->c_->worker().counters(); m && s->status_ && s->protocol_.empty())
         m->count_request(s->method_, s->status_, Clock::now() - started);
     }
   } count{this, started};
@@ -649,7 +878,7 @@ asio::awaitable<void> Http2Stream::run_app() {
     respond_simple(400);
     co_return;
   }
-  const auto limit = c_.worker().config().limit_request_body;
+  const auto limit = c_->worker().config().limit_request_body;
   std::uint64_t declared = 0;
   for (const auto& h : headers_)
     if (h.name == "content-length")
@@ -662,10 +891,10 @@ asio::awaitable<void> Http2Stream::run_app() {
     co_await serve_websocket();
     co_return;
   }
-  auto outcome = co_await call_app(c_.worker(), scope_, *this, *this);
-  c_.worker().on_request_done();
+  auto outcome = co_await call_app(c_->worker(), scope_, *this, *this);
+  c_->worker().on_request_done();
   if (log::access_enabled())
-    write_access_log(c_.worker().config(),
+    write_access_log(c_->worker().config(),
                      {scope_, path_, "HTTP/2", status_, body_bytes_, Clock::now() - started});
   if (body_too_large_ && (response_ == Response::none || response_ == Response::started)) {
     respond_simple(413);
@@ -692,21 +921,21 @@ asio::awaitable<void> Http2Stream::serve_websocket() {
     co_return;
   }
   scope_.method = "GET";  // the same websocket scope as over HTTP/1.1
-  auto session = std::make_shared<websocket::Session>(c_.worker(), scope_, *this, "");
+  auto session = std::make_shared<websocket::Session>(c_->worker(), scope_, *this, "");
   websocket_ = session.get();
-  auto* m = c_.worker().counters();
+  auto* m = c_->worker().counters();
   if (m) m->add(m->connections[int(metrics::Protocol::websocket)], 1);
   co_await session->run(path_);
   if (m) m->add(m->connections[int(metrics::Protocol::websocket)], -1);
   websocket_ = nullptr;
-  c_.worker().on_request_done();
+  c_->worker().on_request_done();
 }
 
 asio::awaitable<bool> Http2Stream::accept(std::span<const Header> headers) {
-  if (closed_ || !c_.open()) co_return false;
+  if (closed_ || !c_->open()) co_return false;
   start_response(HttpResponseStart{200, headers});
   submit_response(false);
-  c_.wake_writer();
+  c_->wake_writer();
   co_return true;
 }
 
@@ -734,7 +963,7 @@ asio::awaitable<bool> Http2Stream::write(std::string_view bytes) {
 }
 
 asio::awaitable<void> Http2Stream::finish() {
-  if (closed_ || !c_.open()) co_return;
+  if (closed_ || !c_->open()) co_return;
   try {
     co_await send_body(HttpResponseBody{{}, false});
   } catch (const ClientGone&) {
@@ -746,7 +975,7 @@ asio::awaitable<void> Http2Stream::finish() {
 // a RST_STREAM submitted earlier would make nghttp2 drop the queued response.
 void Http2Stream::on_response_sent() {
   if (!end_stream_ && !closed_)
-    nghttp2_submit_rst_stream(c_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
+    nghttp2_submit_rst_stream(c_->session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
 }
 
 asio::awaitable<void> Http2Stream::wait() {
@@ -759,9 +988,9 @@ asio::awaitable<ReceiveEvent> Http2Stream::operator()() {
   // What the app took last time is consumed now: only now may the client send more.
   if (delivered_ > 0) {
     body_in_.erase(0, delivered_);
-    if (c_.open() && !closed_) {
-      nghttp2_session_consume(c_.session(), id_, delivered_);
-      c_.wake_writer();
+    if (c_->open() && !closed_) {
+      nghttp2_session_consume(c_->session(), id_, delivered_);
+      c_->wake_writer();
     }
     delivered_ = 0;
   }
@@ -786,7 +1015,7 @@ asio::awaitable<ReceiveEvent> Http2Stream::operator()() {
 // --- Send -------------------------------------------------------------------------------
 
 asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
-  if (closed_ || !c_.open()) throw ClientGone("stream closed");
+  if (closed_ || !c_->open()) throw ClientGone("stream closed");
   if (body_too_large_ && response_ == Response::none) co_return;  // the server answers 413
   if (auto* start = std::get_if<HttpResponseStart>(&event))
     start_response(*start);
@@ -806,32 +1035,47 @@ void Http2Stream::start_response(const HttpResponseStart& start) {
   bool has_date = false, has_server = false;
   for (const auto& h : start.headers) {
     if (is_connection_specific(h.name)) continue;
-    std::string name(h.name);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char ch) { return std::tolower(ch); });
-    has_date = has_date || name == "date";
-    has_server = has_server || name == "server";
-    response_fields_.emplace_back(std::move(name), h.value);
+    has_date = has_date || iequals(h.name, "date");
+    has_server = has_server || iequals(h.name, "server");
+    response_fields_.add(h.name, h.value);  // names lower-cased, as HTTP/2 wants
   }
-  if (!has_date) response_fields_.emplace_back("date", c_.worker().http_date());
-  if (!has_server) response_fields_.emplace_back("server", "tricorn");
+  if (!has_date) response_fields_.add("date", c_->worker().http_date());
+  if (!has_server) response_fields_.add("server", "tricorn");
   response_ = Response::started;
 }
 
+// The fields as nghttp2 takes them (it copies them): on the stack for any usual count.
+template <typename F>
+void with_nv(const FieldList& fields, std::string_view status, F&& submit) {
+  constexpr size_t kOnStack = 32;
+  nghttp2_nv stack[kOnStack];
+  std::vector<nghttp2_nv> heap;
+  const size_t n = fields.size() + (status.empty() ? 0 : 1);
+  nghttp2_nv* nva = stack;
+  if (n > kOnStack) {
+    heap.resize(n);
+    nva = heap.data();
+  }
+  size_t i = 0;
+  if (!status.empty()) nva[i++] = make_nv(":status", status);
+  fields.for_each(
+      [&](std::string_view name, std::string_view value) { nva[i++] = make_nv(name, value); });
+  submit(nva, i);
+}
+
 void Http2Stream::submit_response(bool end_stream) {
-  auto status = std::to_string(status_);
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(response_fields_.size() + 1);
-  nva.push_back(make_nv(":status", status));
-  for (const auto& [name, value] : response_fields_) nva.push_back(make_nv(name, value));
+  char status[8];
+  auto [status_end, ec] = std::to_chars(status, status + sizeof status, status_);
   nghttp2_data_provider provider{};
   provider.source.ptr = this;
   provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length,
                               uint32_t* flags, nghttp2_data_source* source, void*) -> ssize_t {
     return static_cast<Http2Stream*>(source->ptr)->read_body(buf, length, flags);
   };
-  nghttp2_submit_response(c_.session(), id_, nva.data(), nva.size(),
-                          end_stream ? nullptr : &provider);
+  with_nv(response_fields_, {status, static_cast<size_t>(status_end - status)},
+          [&](const nghttp2_nv* nva, size_t n) {
+            nghttp2_submit_response(c_->session(), id_, nva, n, end_stream ? nullptr : &provider);
+          });
   response_ = Response::head_sent;
 }
 
@@ -840,17 +1084,16 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
   const bool bodyless = method_ == "HEAD" || status_ == 204 || status_ == 304;
   const bool last = !body.more_body;
   if (response_ == Response::started) {
-    if (last && !trailers_expected_ && !bodyless) {
-      bool has_length = std::any_of(response_fields_.begin(), response_fields_.end(),
-                                    [](const auto& f) { return f.first == "content-length"; });
-      if (!has_length)
-        response_fields_.emplace_back("content-length", std::to_string(body.body.size()));
+    if (last && !trailers_expected_ && !bodyless && !response_fields_.has("content-length")) {
+      char length[24];
+      auto [end, ec] = std::to_chars(length, length + sizeof length, body.body.size());
+      response_fields_.add("content-length", {length, static_cast<size_t>(end - length)});
     }
     bool headers_only = last && !trailers_expected_ && (bodyless || body.body.empty());
     submit_response(headers_only);
     if (headers_only) {
       response_ = Response::complete;
-      c_.wake_writer();
+      c_->wake_writer();
       wake();
       co_return;
     }
@@ -866,33 +1109,28 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
   }
   if (deferred_) {
     deferred_ = false;
-    nghttp2_session_resume_data(c_.session(), id_);
+    nghttp2_session_resume_data(c_->session(), id_);
   }
-  c_.wake_writer();
+  c_->wake_writer();
   if (last) co_return;
   // Backpressure: the app waits while the client (or its window) holds the data back.
   while (body_out_.size() - body_out_pos_ > kSendWatermark) {
-    if (closed_ || !c_.open()) throw ClientGone("stream closed");
+    if (closed_ || !c_->open()) throw ClientGone("stream closed");
     co_await wait();
   }
 }
 
 void Http2Stream::send_trailers(const HttpResponseTrailers& trailers) {
   check_trailers(response_, trailers_expected_, trailers);
-  for (const auto& h : trailers.headers) {
-    std::string name(h.name);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char ch) { return std::tolower(ch); });
-    trailer_fields_.emplace_back(std::move(name), h.value);
-  }
+  for (const auto& h : trailers.headers) trailer_fields_.add(h.name, h.value);
   if (trailers.more_trailers) return;
   trailers_ready_ = true;
   response_ = Response::complete;
   if (deferred_) {
     deferred_ = false;
-    nghttp2_session_resume_data(c_.session(), id_);
+    nghttp2_session_resume_data(c_->session(), id_);
   }
-  c_.wake_writer();
+  c_->wake_writer();
 }
 
 // nghttp2 pulls the response body from here as the peer's window allows.
@@ -919,9 +1157,9 @@ ssize_t Http2Stream::read_body(uint8_t* buf, size_t length, uint32_t* flags) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (trailers_expected_) {
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      std::vector<nghttp2_nv> nva;
-      for (const auto& [name, value] : trailer_fields_) nva.push_back(make_nv(name, value));
-      nghttp2_submit_trailer(c_.session(), id_, nva.data(), nva.size());
+      with_nv(trailer_fields_, {}, [&](const nghttp2_nv* nva, size_t n) {
+        nghttp2_submit_trailer(c_->session(), id_, nva, n);
+      });
     }
     return static_cast<ssize_t>(n);
   }
@@ -933,27 +1171,27 @@ ssize_t Http2Stream::read_body(uint8_t* buf, size_t length, uint32_t* flags) {
 }
 
 void Http2Stream::reset(std::uint32_t error_code) {
-  if (closed_ || !c_.open()) return;
-  nghttp2_submit_rst_stream(c_.session(), NGHTTP2_FLAG_NONE, id_, error_code);
-  c_.wake_writer();
+  if (closed_ || !c_->open()) return;
+  nghttp2_submit_rst_stream(c_->session(), NGHTTP2_FLAG_NONE, id_, error_code);
+  c_->wake_writer();
 }
 
 void Http2Stream::respond_simple(int status) {
-  if (closed_ || !c_.open()) return;
+  if (closed_ || !c_->open()) return;
   response_fields_.clear();
-  response_fields_.emplace_back("content-type", "text/plain; charset=utf-8");
-  response_fields_.emplace_back("date", c_.worker().http_date());
-  response_fields_.emplace_back("server", "tricorn");
+  response_fields_.add("content-type", "text/plain; charset=utf-8");
+  response_fields_.add("date", c_->worker().http_date());
+  response_fields_.add("server", "tricorn");
   status_ = status;
   trailers_expected_ = false;
   body_out_ = fmt::format("{}\n", status);
   last_progress_ = Clock::now();
   body_out_pos_ = 0;
   body_out_eof_ = true;
-  response_fields_.emplace_back("content-length", std::to_string(body_out_.size()));
+  response_fields_.add("content-length", std::to_string(body_out_.size()));
   submit_response(false);
   response_ = Response::complete;
-  c_.wake_writer();
+  c_->wake_writer();
 }
 
 }  // namespace
