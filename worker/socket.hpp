@@ -17,17 +17,20 @@ using Socket = asio::generic::stream_protocol::socket;
 // Expected failures (EOF, resets, cancellation by a deadline) come back as values.
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
-// Asio takes a socket it did not open itself (an accepted one included) for a possible
-// duplicate of another descriptor, and so removes it from epoll before closing it: a
-// system call per connection. An accepted socket has no duplicate, and closing the only
-// descriptor of a socket takes it out of epoll anyway. This clears Asio's flag; it
-// reaches into the reactive socket service of Boost 1.81 (a changed layout would not
-// compile), and the state bits are checked where Asio reads them, in destroy/close.
-inline void forget_possible_dup(Socket& socket) {
+// A socket Asio did not open itself (an accepted one included) is one Asio takes for a
+// possible duplicate of another descriptor, so it removes it from epoll before closing it;
+// and it makes it non-blocking with ioctl(FIONBIO) before its first operation: a system
+// call each per connection. A socket from accept4(SOCK_NONBLOCK) is neither a duplicate
+// (closing the only descriptor of a socket takes it out of epoll) nor blocking. This sets
+// Asio's state to say so; it reaches into the reactive socket service of Boost 1.81 (a
+// changed layout would not compile).
+inline void adopt_accepted(Socket& socket) {
   struct Access : Socket {
     static auto& state(Socket& s) { return (s.*&Access::impl_).get_implementation().state_; }
   };
-  Access::state(socket) &= ~asio::detail::socket_ops::possible_dup;
+  namespace ops = asio::detail::socket_ops;
+  auto& state = Access::state(socket);
+  state = (state & ~ops::possible_dup) | ops::internal_non_blocking;
 }
 
 // What a connection needs to know about the listener that accepted it.

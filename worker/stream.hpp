@@ -10,6 +10,10 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <memory>
 #include <string_view>
 #include <tuple>
@@ -37,6 +41,7 @@ class Stream {
 
   template <typename Buffers>
   asio::awaitable<std::tuple<boost::system::error_code, size_t>> write(const Buffers& b) {
+    if (writes_until_nodelay_ && --writes_until_nodelay_ == 0) set_nodelay();
     if (auto* plain = std::get_if<Socket>(&s_)) return asio::async_write(*plain, b, use_nothrow);
     return asio::async_write(*std::get<1>(s_), b, use_nothrow);
   }
@@ -54,9 +59,19 @@ class Stream {
     socket().cancel(ignored);
   }
 
+  // TCP_NODELAY, set just before the second write: Nagle can hold back a write only
+  // while an earlier one is unacknowledged, so a connection that writes once (a request
+  // with Connection: close) never needs the system call; nginx sets it as late.
+  void set_nodelay_before_second_write() { writes_until_nodelay_ = 2; }
+  void set_nodelay() {
+    int one = 1;
+    ::setsockopt(native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+
  private:
   std::variant<Socket, std::unique_ptr<TlsSocket>> s_;
   Address peer_;
+  int writes_until_nodelay_ = 0;  // 0: set already, or not a TCP socket
 };
 
 }  // namespace tricorn::worker

@@ -4,7 +4,9 @@
 #include "common/control.hpp"
 #include "common/credentials.hpp"
 #include "common/log.hpp"
+#include "worker/accept.hpp"
 #include "worker/blocking.hpp"
+#include "worker/forwarded.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/proxy_protocol.hpp"
 #include "worker/socket.hpp"
@@ -38,9 +40,9 @@ using std::chrono::steady_clock;
 
 struct Worker::Acceptor {
   Acceptor(asio::io_context& io, const Listener& l, bool tls)
-      : acceptor(io,
-                 asio::generic::stream_protocol(l.family, l.family == AF_UNIX ? 0 : IPPROTO_TCP),
-                 ::dup(l.fd)) {
+      : protocol(l.family, l.family == AF_UNIX ? 0 : IPPROTO_TCP),
+        acceptor(io, protocol, ::dup(l.fd)) {
+    acceptor.non_blocking(true);  // for async_accept4
     info.is_unix = l.family == AF_UNIX;
     if (tls) info.scheme = "https";
     if (!info.is_unix) {
@@ -49,7 +51,8 @@ struct Worker::Acceptor {
       info.server_port = a.port;
     }
   }
-  asio::basic_socket_acceptor<asio::generic::stream_protocol> acceptor;
+  asio::generic::stream_protocol protocol;
+  Listening acceptor;
   ListenerInfo info;
 };
 
@@ -196,9 +199,8 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       co_await accept_resume_.async_wait(use_nothrow);
     }
     if (draining_) co_return;
-    // The peer's address comes with the accept: no getpeername per connection.
-    asio::generic::stream_protocol::endpoint from;
-    auto [ec, socket] = co_await a.acceptor.async_accept(from, use_nothrow);
+    // One system call: the peer's address comes with it, and the socket is non-blocking.
+    auto [ec, accepted] = co_await async_accept4(a.acceptor, use_nothrow);
     // A connection accepted as the drain began is still served (its response will
     // carry Connection: close): dropping it would reset a request.
     if (ec == asio::error::operation_aborted) co_return;
@@ -212,14 +214,11 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       continue;
     }
     if (ec) continue;  // the peer reset before we accepted: nothing to do
-    forget_possible_dup(socket);
+    Socket socket(io_, a.protocol, accepted.fd);
+    adopt_accepted(socket);
     Address peer;
     if (!a.info.is_unix) {
-      int one = 1;
-      ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      sockaddr_storage address{};
-      std::memcpy(&address, from.data(), std::min<size_t>(from.size(), sizeof address));
-      auto p = address_of(address);
+      auto p = address_of(accepted.address);
       peer = {std::move(p.host), p.port};
     }
     if (config().proxy_protocol)
@@ -233,11 +232,16 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
 
 void Worker::serve(Socket socket, const ListenerInfo& info, Address peer) {
   if (tls_) {
+    if (!info.is_unix) {  // a TLS 1.2 handshake writes twice before any request
+      int one = 1;
+      ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     start_tls_connection(*this, *tls_, std::move(socket), info, std::move(peer));
     return;
   }
   Stream stream(std::move(socket));
   stream.set_peer(std::move(peer));
+  if (!info.is_unix) stream.set_nodelay_before_second_write();
   http1::start_connection(*this, std::move(stream), info);
 }
 
@@ -403,6 +407,14 @@ void Worker::on_request_done() {
     log::info("Autorestarting worker after {} requests (pid: {})", requests_served_, ::getpid());
     control::send(params_.control_fd, control::Type::recycle);
   }
+}
+
+bool Worker::trusts_forwarding_from(const std::string& peer_host) {
+  if (peer_host != last_peer_ || last_peer_.empty()) {
+    last_peer_trusted_ = trusts_forwarding(forwarded_trusted_, peer_host);
+    last_peer_ = peer_host;
+  }
+  return last_peer_trusted_;
 }
 
 std::string_view Worker::http_date() {

@@ -69,6 +69,9 @@ class Worker {
   bool draining() const { return draining_; }
   metrics::WorkerCounters* counters() { return params_.counters; }
   const Networks& forwarded_trusted() const { return forwarded_trusted_; }
+  // Does a peer's forwarding header count (forwarded_allow_ips)? Remembers the last
+  // answer: connections mostly come from the same few peers, often one proxy.
+  bool trusts_forwarding_from(const std::string& peer_host);
   const Networks& proxy_trusted() const { return proxy_trusted_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
   BufferPool& buffers() { return buffers_; }
@@ -98,6 +101,8 @@ class Worker {
   Params params_;
   Networks forwarded_trusted_;
   Networks proxy_trusted_;
+  std::string last_peer_;
+  bool last_peer_trusted_ = false;
   // One thread, no async resolve, the only io_context with a signal_set in the
   // process: the conditions under which Asio may skip all its locking.
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};

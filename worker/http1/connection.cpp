@@ -276,7 +276,7 @@ asio::awaitable<void> Http1Connection::run() {
   scope_.client = client_;
   if (!listener_.is_unix) scope_.server = {listener_.server_host, listener_.server_port};
   scope_.state = worker_.state();
-  forwarding_trusted_ = trusts_forwarding(worker_.forwarded_trusted(), client_.host);
+  forwarding_trusted_ = worker_.trusts_forwarding_from(client_.host);
   // A request already buffered (pipelined, or read with the previous one) is served
   // without a coroutine call of its own: the common path allocates only the app's
   // frame and one per send(), which Asio's frame cache recycles.

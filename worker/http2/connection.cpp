@@ -391,7 +391,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
     }
   } finish{this};
   client_ = stream_.peer();
-  forwarding_trusted_ = trusts_forwarding(worker_.forwarded_trusted(), client_.host);
+  forwarding_trusted_ = worker_.trusts_forwarding_from(client_.host);
   if (!create_session()) co_return;
   if (upgraded) {
     int rv = nghttp2_session_upgrade2(
