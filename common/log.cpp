@@ -86,19 +86,26 @@ bool g_journal = false;  // stderr is the systemd journal: lines carry <N> prior
 
 // Workers hand their lines to a thread that writes them, so a slow disk delays that
 // thread and never the event loop. Lines are written at least every 100 ms, at once
-// past 64 KiB, and dropped (and counted) past 8 MiB waiting.
+// past 64 KiB, and dropped (and counted) past 8 MiB waiting. The thread starts with the
+// first line and ends after a second without any: a worker that logs nothing (no access
+// log, no errors) is then a single thread again, and the kernel skips reference counting
+// on every descriptor a single-threaded process uses in a system call.
 struct Background {
   static constexpr size_t kFlushAt = 64 * 1024;
   static constexpr size_t kDropAt = 8 * 1024 * 1024;
-  std::mutex mutex;  // guards the pending buffers
-  std::mutex io;     // held while writing; reopen() takes it too
+  static constexpr int kIdleRounds = 10;  // of 100 ms
+  std::mutex mutex;                       // guards the pending buffers, running and stopping
+  std::mutex io;                          // held while writing; reopen() takes it too
+  std::mutex starting;                    // one thread at a time starts (or joins) the writer
   std::condition_variable wake;
   size_t dropped = 0;
   bool stopping = false;
+  bool running = false;
   std::thread thread;
 
   void run() {
     std::string error, access;
+    int idle = 0;
     for (;;) {
       size_t lost;
       bool last;
@@ -107,6 +114,12 @@ struct Background {
         wake.wait_for(lock, 100ms, [&] {
           return stopping || !g_error.pending.empty() || g_access.pending.size() >= kFlushAt;
         });
+        if (!stopping && g_error.pending.empty() && g_access.pending.empty() && !dropped) {
+          if (++idle < kIdleRounds) continue;
+          running = false;  // the next line starts a new writer
+          return;
+        }
+        idle = 0;
         error.swap(g_error.pending);
         access.swap(g_access.pending);
         lost = std::exchange(dropped, 0);
@@ -131,6 +144,7 @@ struct Background {
   // Error lines wake the writer at once: they are rare, and an operator reads them in
   // order with the master's. Access lines wait for the next batch.
   void append(Sink& sink, std::string_view a, std::string_view b) {
+    bool start = false;
     {
       std::lock_guard lock(mutex);
       if (sink.pending.size() > kDropAt) {
@@ -138,8 +152,38 @@ struct Background {
         return;
       }
       sink.pending.append(a).append(b).push_back('\n');
+      start = !running && !stopping;
+      running = running || start;
     }
-    if (&sink == &g_error) wake.notify_one();
+    if (start)
+      start_writer();
+    else if (&sink == &g_error)
+      wake.notify_one();
+  }
+
+  void start_writer() {
+    std::lock_guard lock(starting);
+    if (thread.joinable()) thread.join();  // the last writer, which has ended
+    thread = std::thread([this] { run(); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake.notify_one();
+    std::lock_guard lock(starting);
+    if (thread.joinable()) thread.join();
+    // Lines that arrived after the writer ended are written here.
+    std::string error, access;
+    {
+      std::lock_guard pending(mutex);
+      error.swap(g_error.pending);
+      access.swap(g_access.pending);
+    }
+    if (g_error.fd >= 0) write_lines(g_error.fd, error);
+    if (g_access.fd >= 0) write_lines(g_access.fd, access);
   }
 };
 
@@ -236,19 +280,12 @@ void access(std::string_view line) {
 }
 
 void start_background_writer() {
-  if (g_background) return;
-  g_background = new Background;
-  g_background->thread = std::thread([] { g_background->run(); });
+  if (!g_background) g_background = new Background;
 }
 
 void flush() {
   if (!g_background) return;
-  {
-    std::lock_guard lock(g_background->mutex);
-    g_background->stopping = true;
-  }
-  g_background->wake.notify_one();
-  g_background->thread.join();
+  g_background->stop();
   delete std::exchange(g_background, nullptr);
 }
 

@@ -108,3 +108,22 @@ def test_a_log_nobody_reads_does_not_stop_the_worker(start_server, tmpdir_path):
         wait_until(drain, what="the dropped-lines warning")
     finally:
         os.close(reader)
+
+
+def threads_of(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_the_log_writer_runs_only_while_there_is_something_to_write(start_server, tmpdir_path):
+    # A worker that logs nothing is one thread (the kernel then skips reference counting
+    # on the descriptors of every system call); its writer ends after a quiet second and
+    # comes back with the next line.
+    log = Path(tmpdir_path, "access.log")
+    s = start_server("-w", "1", "--access-logfile", str(log))
+    [worker] = s.wait_workers(1)
+    wait_until(lambda: threads_of(worker) == 1, what="the writer to end after the boot lines")
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", s.url + "/"], timeout=10, check=True)
+    assert len(lines_of(log, 1)) == 1  # written by a writer started for it
+    wait_until(lambda: threads_of(worker) == 1, what="the writer to end again")
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", s.url + "/scope"], timeout=10, check=True)
+    assert lines_of(log, 2)[1].startswith('127.0.0.1 - - [')

@@ -327,7 +327,15 @@ asio::awaitable<void> Http1Connection::run() {
   }
   if (handed_off_) co_return;
   co_await flush();
-  if (needs_linger()) co_await linger_close();
+  if (needs_linger()) {
+    co_await linger_close();
+  } else {
+    // Closed now, not when the last reference to this object goes (a loop turn later,
+    // when the watchdog's cancelled wait has run): by then the client has often closed
+    // its end first, and the FIN we would send last is processed on our CPU.
+    boost::system::error_code ignored;
+    stream_.socket().close(ignored);
+  }
 }
 
 // A lingering close protects a response from the reset that unread input would cause.
