@@ -33,12 +33,14 @@ PeerAddress address_of(const sockaddr_storage& ss) {
     // every connection.
     auto& a = reinterpret_cast<const sockaddr_in&>(ss);
     const auto* b = reinterpret_cast<const unsigned char*>(&a.sin_addr);
-    char* p = host;
+    std::string text;
+    text.reserve(15);
     for (int i = 0; i < 4; ++i) {
-      if (i) *p++ = '.';
-      p = std::to_chars(p, host + sizeof host, b[i]).ptr;
+      char digits[3];
+      if (i) text += '.';
+      text.append(digits, std::to_chars(digits, digits + sizeof digits, b[i]).ptr);
     }
-    return {std::string(host, p), ntohs(a.sin_port)};
+    return {std::move(text), ntohs(a.sin_port)};
   }
   if (ss.ss_family == AF_INET6) {
     auto& a = reinterpret_cast<const sockaddr_in6&>(ss);

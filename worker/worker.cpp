@@ -4,11 +4,11 @@
 #include "common/control.hpp"
 #include "common/credentials.hpp"
 #include "common/log.hpp"
-#include "worker/accept.hpp"
 #include "worker/blocking.hpp"
 #include "worker/forwarded.hpp"
 #include "worker/http1/connection.hpp"
 #include "worker/proxy_protocol.hpp"
+#include "worker/reactor_ops.hpp"
 #include "worker/socket.hpp"
 #include "worker/tls.hpp"
 
@@ -103,7 +103,7 @@ int Worker::run() {
   } flush_logs_at_exit;
   log::info("Booting worker with pid: {}", ::getpid());
   if (!load_app()) return control::kExitWorkerBootError;
-  asio::co_spawn(io_, send_heartbeats(), log_connection_error);
+  send_heartbeat();
   asio::co_spawn(io_, watch_master(), log_connection_error);
   asio::co_spawn(io_, handle_signals(), log_connection_error);
   asio::co_spawn(io_, boot(), log_connection_error);
@@ -284,18 +284,18 @@ asio::awaitable<void> Worker::accept_proxied(Socket socket, const ListenerInfo& 
   }
 }
 
-asio::awaitable<void> Worker::send_heartbeats() {
-  // Sent from inside the loop, so a loop blocked by an app stops the heartbeat and the
-  // master kills the worker at `timeout`.
+// Sent from inside the loop, so a loop blocked by an app stops the heartbeat and the
+// master kills the worker at `timeout`. A timer callback rather than a coroutine: a
+// coroutine's wait would take a frame from the cache the request path recycles its
+// frames through, once a second, and now and then push out a block a request needs.
+void Worker::send_heartbeat() {
+  control::send(params_.control_fd, control::Type::heartbeat);
   auto interval = std::clamp(seconds(config().timeout / 4), steady_clock::duration(10ms),
                              steady_clock::duration(1s));
-  asio::steady_timer timer(io_);
-  for (;;) {
-    control::send(params_.control_fd, control::Type::heartbeat);
-    timer.expires_after(interval);
-    auto [ec] = co_await timer.async_wait(use_nothrow);
-    if (ec) co_return;
-  }
+  heartbeat_.expires_after(interval);
+  heartbeat_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) send_heartbeat();
+  });
 }
 
 asio::awaitable<void> Worker::watch_master() {

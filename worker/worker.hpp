@@ -75,6 +75,10 @@ class Worker {
   const Networks& proxy_trusted() const { return proxy_trusted_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
   BufferPool& buffers() { return buffers_; }
+  // HTTP/2 reads whole frames of the default maximum size (16 KiB) at once: nghttp2
+  // then sees a SETTINGS or PING flood as one burst of more frames than its limit on
+  // queued acknowledgements, which smaller reads would let the writer keep under.
+  BufferPool& http2_buffers() { return http2_buffers_; }
   void track(Connection* c);
   void untrack(Connection* c);
   void on_request_done();
@@ -88,7 +92,7 @@ class Worker {
   asio::awaitable<void> accept_loop(Acceptor& acceptor);
   void serve(Socket socket, const ListenerInfo& info, Address peer);
   asio::awaitable<void> accept_proxied(Socket socket, const ListenerInfo& info, Address peer);
-  asio::awaitable<void> send_heartbeats();
+  void send_heartbeat();
   asio::awaitable<void> watch_master();
   asio::awaitable<void> handle_signals();
   asio::awaitable<void> boot();
@@ -113,6 +117,7 @@ class Worker {
   int exit_code_ = 0;
   bool finishing_ = false;
   BufferPool buffers_;
+  BufferPool http2_buffers_{16 * 1024};
   std::unique_ptr<asio::ssl::context> tls_;  // set when certfile/keyfile are
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   Connection* connections_ = nullptr;
@@ -121,6 +126,7 @@ class Worker {
   bool recycle_requested_ = false;
   std::uint64_t requests_served_ = 0;
   asio::steady_timer drain_deadline_{io_};
+  asio::steady_timer heartbeat_{io_};
   asio::steady_timer accept_resume_{io_};  // acceptors wait here at worker_connections
   bool accept_paused_ = false;
   std::time_t date_second_ = 0;

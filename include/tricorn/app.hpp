@@ -24,7 +24,7 @@
 // part of kAbiVersion: include this header before any Boost.Asio header, or build with
 // the tricorn::app CMake target, which defines it for every file.
 #ifndef BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE
-#define BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE 8
+#define BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE 16
 #endif
 // What the cache misses goes to operator new (malloc), not aligned_alloc: glibc serves
 // aligned_alloc on a slow path without its per-thread cache, and Asio asks for no more

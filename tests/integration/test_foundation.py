@@ -62,7 +62,7 @@ def test_an_app_built_for_another_interface_is_refused(tmpdir_path):
     out = subprocess.run([str(TRICORN), "--check-config", str(lib)], capture_output=True, text=True)
     assert out.returncode == 4
     assert (f"app {lib}:app was built for app interface 0 with Boost 100000 and a frame cache of "
-            "0; this server has interface 3 with Boost 108100 and a frame cache of 8: rebuild the "
+            "0; this server has interface 3 with Boost 108100 and a frame cache of 16: rebuild the "
             "app against this server's headers, including <tricorn/app.hpp> before any Boost.Asio "
             "header") in out.stderr
 

@@ -18,6 +18,7 @@
 #include "worker/http1/parser.hpp"
 #include "worker/http2/connection.hpp"
 #include "worker/output_buffer.hpp"
+#include "worker/reactor_ops.hpp"
 #include "worker/watchdog.hpp"
 #include "worker/websocket/session.hpp"
 #include "worker/worker.hpp"
@@ -60,8 +61,6 @@ constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to 
 constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
 constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
-// How long an idle keep-alive connection keeps its read buffer (see read_idle).
-constexpr auto kHotIdle = 1s;
 
 std::string_view reason_phrase(int status) {
   switch (status) {
@@ -212,7 +211,6 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
-  bool idle_cold_ = false;           // idle long enough to have given the buffer back
   bool last_read_short_ = false;     // the last read left no bytes in the socket
   bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
   Limits limits_;
@@ -253,7 +251,6 @@ class Http1Connection final : public worker::Connection,
   std::uint64_t body_bytes_sent_ = 0;
   Clock::time_point request_start_;
   Clock::time_point head_started_ = Clock::now();
-  Clock::time_point idle_since_;     // while waiting_idle_
   Clock::time_point idle_deadline_;  // keep-alive (or drain) end of this idle wait
   OutputBuffer head_out_;            // the response head until its framing is known
   OutputBuffer out_;                 // bytes waiting to be written
@@ -625,10 +622,7 @@ void Http1Connection::set_deadline(Wait wait) {
   auto now = Clock::now();
   auto deadline = Watchdog::kNever;
   switch (wait) {
-    case Wait::idle:
-      deadline = idle_cold_ || stream_.is_tls() ? idle_deadline_
-                                                : std::min(idle_deadline_, idle_since_ + kHotIdle);
-      break;
+    case Wait::idle: deadline = idle_deadline_; break;
     case Wait::head:
       // One deadline for the whole head, counted from its first byte (from the accept
       // for a connection's first request): a client sending a byte at a time gains
@@ -760,44 +754,42 @@ void Http1Connection::abort() {
 
 // --- buffer -------------------------------------------------------------------------
 
-// Waits for the next request (or a connection's first) and reads what arrives. While
-// the connection is hot it keeps its buffer and reads straight into it: after a short
-// read Asio does not try a speculative read, so waiting costs no system call beyond the
-// read itself. After kHotIdle of silence the connection gives the buffer back and waits
-// for readability instead (one epoll_ctl), so a connection idle for long holds no
-// buffer. Over TLS it keeps the buffer: OpenSSL may hold decrypted bytes the socket no
-// longer shows as readable. Returns 0 on EOF, error or the end of the keep-alive.
+// Waits for the next request (or a connection's first) and reads what arrives, into a
+// buffer the read takes from the worker's pool only once there is something to read: an
+// idle keep-alive connection holds no buffer, and waiting costs no system call (see
+// worker/reactor_ops.hpp). Over TLS the connection keeps its buffer and reads through
+// OpenSSL, which may hold decrypted bytes the socket no longer shows as readable.
+// Returns 0 on EOF, error or the end of the keep-alive.
 asio::awaitable<size_t> Http1Connection::read_idle() {
   co_await flush();
   const auto& c = worker_.config();
-  idle_since_ = Clock::now();
-  idle_deadline_ = idle_since_ + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
+  idle_deadline_ = Clock::now() + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
   if (worker_.draining()) idle_deadline_ = std::min(idle_deadline_, drain_deadline());
   waiting_idle_ = true;
   struct Done {
     Http1Connection* c;
-    ~Done() { c->waiting_idle_ = c->idle_cold_ = false; }
+    ~Done() { c->waiting_idle_ = false; }
   } done{this};
-  for (;;) {
+  set_deadline(Wait::idle);
+  if (stream_.is_tls()) {
     make_room_for_head();
-    set_deadline(Wait::idle);
     const size_t space = cap_ - end_;
     auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, space));
     watchdog_.clear();
-    if (!ec) {
-      note_read(n, space);
-      co_return n;
-    }
     if (ec == asio::error::eof) peer_closed_ = true;
-    if (!watchdog_.expired() || stream_.is_tls() || Clock::now() >= idle_deadline_) co_return 0;
-    idle_cold_ = true;
-    release_buffer();
-    set_deadline(Wait::idle);
-    auto [wait_ec] =
-        co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
-    watchdog_.clear();
-    if (wait_ec) co_return 0;  // else readable: read (still under the idle deadline)
+    if (ec) co_return 0;
+    note_read(n, space);
+    co_return n;
   }
+  release_buffer();  // nothing is in it: the read brings one
+  auto [ec, read] = co_await async_read_pooled(stream_.socket(), worker_.buffers(), use_nothrow);
+  watchdog_.clear();
+  if (ec == asio::error::eof) peer_closed_ = true;
+  if (ec) co_return 0;
+  buf_ = std::move(read.buffer);
+  cap_ = kInitialBuffer;
+  note_read(read.bytes, cap_);
+  co_return read.bytes;
 }
 
 void Http1Connection::note_read(size_t n, size_t space) {

@@ -11,6 +11,7 @@
 #include "worker/http2/connection.hpp"
 
 #include "worker/http2/allocator.hpp"
+#include "worker/reactor_ops.hpp"
 
 #include "common/log.hpp"
 #include "worker/access_log.hpp"
@@ -42,7 +43,7 @@ using tricorn::http1::iequals;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kReadBuffer = 16 * 1024;
+constexpr size_t kReadBuffer = 16 * 1024;     // the size of Worker::http2_buffers()
 constexpr size_t kSendWatermark = 64 * 1024;  // an app's send() waits above this
 constexpr auto kShutdownNoticeDelay = 1s;     // between the GOAWAY notice and the final one
 constexpr auto kLingerTime = 2s;
@@ -327,6 +328,7 @@ class Http2Connection final : public worker::Connection,
   void start_stream_app(StreamRef s);
   Http2Stream* stream_of(std::int32_t id);
   void update_idle_deadline();
+  asio::awaitable<size_t> read_some(std::unique_ptr<char[]>& buf, bool& failed);
 
   // nghttp2 callbacks.
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
@@ -416,13 +418,14 @@ asio::awaitable<void> Http2Connection::run(std::string received,
   if (healthy && worker_.draining()) on_drain();
   wake_writer();
 
-  auto buf = std::make_unique<char[]>(kReadBuffer);
+  std::unique_ptr<char[]> buf;
   while (healthy && !closing_ &&
          (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_))) {
     update_idle_deadline();
-    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf.get(), kReadBuffer));
+    bool failed = false;
+    size_t n = co_await read_some(buf, failed);
     idle_watchdog_.clear();
-    if (ec) {
+    if (failed) {
       if (idle_watchdog_.expired() && !closing_) {
         // Idle for http2_idle_timeout: say goodbye properly, then close.
         nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
@@ -430,9 +433,9 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       }
       break;
     }
-    if (auto* m = worker_.counters()) m->add(m->bytes_in, n);
     if (!feed(buf.get(), n)) break;
   }
+  if (!buf) buf = worker_.http2_buffers().take();
   // Let the writer flush what is queued (a GOAWAY, the last responses), then close.
   closing_ = true;
   wake_writer();
@@ -448,6 +451,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
     if (ec) break;
     total += n;
   }
+  worker_.http2_buffers().give(std::move(buf));
 }
 
 bool Http2Connection::create_session() {
@@ -562,6 +566,30 @@ asio::awaitable<void> Http2Connection::reset_stalled_streams() {
       s->reset(NGHTTP2_CANCEL);
     });
   }
+}
+
+// Reads into a buffer the read takes from the worker's pool only once there is something
+// to read (see worker/reactor_ops.hpp), so a connection waiting for frames holds no
+// buffer; over TLS it keeps one and reads through OpenSSL. failed: EOF, an error, or the
+// idle watchdog.
+asio::awaitable<size_t> Http2Connection::read_some(std::unique_ptr<char[]>& buf, bool& failed) {
+  size_t n = 0;
+  boost::system::error_code ec;
+  if (stream_.is_tls()) {
+    if (!buf) buf = worker_.http2_buffers().take();
+    std::tie(ec, n) = co_await stream_.read_some(asio::buffer(buf.get(), kReadBuffer));
+  } else {
+    worker_.http2_buffers().give(std::move(buf));
+    PooledRead read;
+    std::tie(ec, read) =
+        co_await async_read_pooled(stream_.socket(), worker_.http2_buffers(), use_nothrow);
+    buf = std::move(read.buffer);
+    n = read.bytes;
+  }
+  failed = ec.failed();
+  if (!failed)
+    if (auto* m = worker_.counters()) m->add(m->bytes_in, n);
+  co_return n;
 }
 
 void Http2Connection::update_idle_deadline() {
