@@ -193,8 +193,15 @@ auto start_reactor_op(Socket& socket, Token&& token, Args&... args) {
         typename TheOp::ptr p = {asio::detail::addressof(handler), TheOp::ptr::allocate(handler),
                                  nullptr};
         p.p = new (p.v) TheOp(impl.socket_, args..., handler, socket.get_executor());
-        reactor.start_op(asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, p.p,
-                         is_continuation, true);
+        // As Asio's start_op: the operation calls the socket directly, so it must not block.
+        // (A socket from async_accept4 is non-blocking already, and says so.)
+        namespace ops = asio::detail::socket_ops;
+        if ((impl.state_ & ops::non_blocking) ||
+            ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_))
+          reactor.start_op(asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, p.p,
+                           is_continuation, true);
+        else
+          reactor.post_immediate_completion(p.p, is_continuation);
         p.v = p.p = nullptr;
       },
       token);
