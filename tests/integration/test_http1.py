@@ -1,4 +1,5 @@
 """HTTP/1.1 behaviour of a worker, with curl and raw sockets."""
+import signal
 import socket
 import subprocess
 import time
@@ -295,3 +296,47 @@ def test_request_without_a_body_still_gets_one_http_request(server):
                                 + b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert [(status, body) for status, _, body in parse_responses(data)] == [(200, b""), (200, b"")]
     assert closed
+
+
+def read_until(c, end, count=1):
+    data = b""
+    while data.count(end) < count:
+        chunk = c.recv(65536)
+        assert chunk, "closed early"
+        data += chunk
+    return data
+
+
+def test_a_parked_connection_serves_its_next_requests_and_closes_at_keepalive(start_server):
+    # After a second idle, a keep-alive connection is parked (its coroutine and object
+    # end; the socket waits with a read that holds no buffer). It must go on exactly as
+    # an idle connection would: requests served, pipelining and split heads included,
+    # and closed (not reset) at the keep-alive deadline.
+    s = start_server("-w", "1", "--keep-alive", "4", "--log-level", "debug")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_until(c, b"Hello, World!")
+        s.wait_log(r"parked after 1 request\(s\)")
+        c.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+        c.sendall(b"st: x\r\n\r\n")
+        data = read_until(c, b"Hello, World!")
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 2
+        assert b"path=/scope\n" in data and b"client=127.0.0.1:" in data  # the peer survives
+        s.wait_log(r"parked after 3 request\(s\)")
+        start = time.monotonic()
+        assert c.recv(4096) == b""  # closed by the server at keep-alive, not reset
+        assert 2 < time.monotonic() - start < 6
+
+
+def test_draining_closes_a_parked_connection_after_the_drain_window(start_server):
+    s = start_server("-w", "1", "--keep-alive", "60", "--log-level", "debug")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_until(c, b"Hello, World!")
+        s.wait_log(r"parked after 1 request\(s\)")
+        start = time.monotonic()
+        s.signal(signal.SIGTERM)
+        assert c.recv(4096) == b""  # the drain window is min(keepalive, 2 s), not 60 s
+        assert time.monotonic() - start < 5
+        assert s.proc.wait(timeout=10) == 0
+

@@ -56,9 +56,11 @@ using tricorn::http1::ScanState;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kInitialBuffer = BufferPool::kSize;
-constexpr size_t kBodyRoom = 8 * 1024;       // free space kept after a head for body reads
-constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
-constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
+constexpr size_t kBodyRoom = 8 * 1024;        // free space kept after a head for body reads
+constexpr size_t kLargeBodyRead = 64 * 1024;  // see read_large_body
+constexpr auto kParkAfter = 1s;               // an idle keep-alive connection is parked after this
+constexpr size_t kDiscardLimit = 64 * 1024;   // unread body we read and drop to keep alive
+constexpr size_t kCopyLimit = 16 * 1024;      // larger response pieces are written, not copied
 constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
 
@@ -121,14 +123,29 @@ class Http1Connection final : public worker::Connection,
                               public websocket::Transport,
                               public std::enable_shared_from_this<Http1Connection> {
  public:
-  Http1Connection(Worker& worker, Stream stream, const ListenerInfo& listener)
+  // A parked connection comes back with what it had: the requests it has served and the
+  // bytes that woke it.
+  struct Resumed {
+    std::uint64_t requests = 0;
+    PooledRead read;
+  };
+
+  Http1Connection(Worker& worker, Stream stream, const ListenerInfo& listener, Resumed resumed)
       : worker_(worker),
         stream_(std::move(stream)),
         listener_(listener),
         watchdog_(stream_, stream_.executor()),
         limits_{static_cast<size_t>(worker.config().limit_request_line),
                 static_cast<size_t>(worker.config().limit_request_fields),
-                static_cast<size_t>(worker.config().limit_request_field_size)} {}
+                static_cast<size_t>(worker.config().limit_request_field_size)},
+        requests_(resumed.requests) {
+    if (resumed.read.buffer) {
+      buf_ = std::move(resumed.read.buffer);
+      cap_ = kInitialBuffer;
+      end_ = resumed.read.bytes;
+      last_read_short_ = end_ < cap_;
+    }
+  }
 
   asio::awaitable<void> run();
   Socket::executor_type executor() { return stream_.executor(); }
@@ -150,7 +167,7 @@ class Http1Connection final : public worker::Connection,
   enum class Wait : std::uint8_t { idle, head, body, send, linger, forever };
 
   // The request loop.
-  enum class Next : std::uint8_t { request, close, http2, more, error };
+  enum class Next : std::uint8_t { request, close, http2, more, error, park };
   Next parse_buffered();
   asio::awaitable<Next> read_request(Next next);
   bool starts_with_preface(bool& complete) const;
@@ -181,12 +198,15 @@ class Http1Connection final : public worker::Connection,
   bool make_room_for_head();
   void release_buffer();
   asio::awaitable<size_t> read_idle();
+  bool may_park() const;
+  void park();
   void note_read(size_t n, size_t space);
   void make_room_for_body();
   void rebase_head(const char* old_base, const char* new_base);
 
   // The app's side.
   asio::awaitable<ReceiveEvent> receive_body();
+  asio::awaitable<ReceiveEvent> read_large_body();
   asio::awaitable<ReceiveEvent> wait_for_disconnect();
   void start_response(const HttpResponseStart& start);
   std::string_view queue_body(const HttpResponseBody& body);
@@ -211,11 +231,13 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
+  bool parking_ = false;             // read_idle gave up waiting: park() takes over
   bool last_read_short_ = false;     // the last read left no bytes in the socket
   bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
   Limits limits_;
   websocket::Session* websocket_ = nullptr;  // while the connection carries one
   std::unique_ptr<char[]> tunnel_buf_;       // its read buffer
+  std::unique_ptr<char[]> body_buf_;         // a large request body's (read_large_body)
 
   std::unique_ptr<char[]> buf_;
   size_t cap_ = 0;
@@ -283,6 +305,7 @@ asio::awaitable<void> Http1Connection::run() {
     auto next = parse_buffered();
     if (next == Next::more || next == Next::error) next = co_await read_request(next);
     if (next == Next::http2) hand_off_to_http2(nullptr);
+    if (next == Next::park) park();
     if (next != Next::request) break;
     make_room_for_body();
     reset_request_state();
@@ -386,6 +409,7 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request(Next next) 
     else
       n = co_await read_some(Wait::head);
     if (n == 0) {
+      if (parking_) co_return Next::park;
       if (watchdog_.expired() && !idle) {
         co_await respond_error(408, "request head not received in time");
         count_response({});
@@ -478,6 +502,7 @@ void Http1Connection::reset_request_state() {
   app_content_length_.reset();
   body_bytes_sent_ = 0;
   head_out_.clear();
+  body_buf_.reset();  // a large body's buffer goes back to the heap with its request
   request_start_ = Clock::now();
 }
 
@@ -763,7 +788,8 @@ void Http1Connection::abort() {
 asio::awaitable<size_t> Http1Connection::read_idle() {
   co_await flush();
   const auto& c = worker_.config();
-  idle_deadline_ = Clock::now() + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
+  const auto idle_since = Clock::now();
+  idle_deadline_ = idle_since + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
   if (worker_.draining()) idle_deadline_ = std::min(idle_deadline_, drain_deadline());
   waiting_idle_ = true;
   struct Done {
@@ -782,8 +808,15 @@ asio::awaitable<size_t> Http1Connection::read_idle() {
     co_return n;
   }
   release_buffer();  // nothing is in it: the read brings one
+  const bool may_park_later = may_park();
+  if (may_park_later) watchdog_.set(idle_since + kParkAfter, shared_from_this());
   auto [ec, read] = co_await async_read_pooled(stream_.socket(), worker_.buffers(), use_nothrow);
   watchdog_.clear();
+  if (ec == asio::error::operation_aborted && may_park_later && watchdog_.expired() &&
+      Clock::now() < idle_deadline_) {
+    parking_ = true;
+    co_return 0;
+  }
   if (ec == asio::error::eof) peer_closed_ = true;
   if (ec) co_return 0;
   buf_ = std::move(read.buffer);
@@ -910,12 +943,40 @@ asio::awaitable<ReceiveEvent> Http1Connection::receive_body() {
     }
     // Everything buffered was handed out: read the next piece where the body started.
     body_pos_ = end_ = begin_ + head_.head_size;
+    if (head_.body == BodyKind::length && body_remaining_ > cap_ - end_)
+      co_return co_await read_large_body();
     if (co_await read_some(Wait::body) == 0) {
       disconnected_ = true;
       keep_alive_ = false;
       co_return HttpDisconnect{};
     }
   }
+}
+
+// A body larger than the room after the head is read in pieces of up to 64 KiB, into a
+// buffer of the request's own (the head cannot move: the app's scope points into it),
+// and never more than what is left of the body, so no byte of a following request lands
+// there. Eight times fewer reads than the room after an 8 KiB head allows (and, for an
+// app that streams the body back, fewer writes). Chunked bodies, whose end is known
+// only once it is read, keep the connection's buffer.
+asio::awaitable<ReceiveEvent> Http1Connection::read_large_body() {
+  if (!body_buf_) body_buf_ = std::make_unique_for_overwrite<char[]>(kLargeBodyRead);
+  const size_t want = static_cast<size_t>(std::min<std::uint64_t>(body_remaining_, kLargeBodyRead));
+  co_await flush();
+  set_deadline(Wait::body);
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(body_buf_.get(), want));
+  watchdog_.clear();
+  if (ec == asio::error::eof) peer_closed_ = true;
+  if (ec) {
+    disconnected_ = true;
+    keep_alive_ = false;
+    co_return HttpDisconnect{};
+  }
+  count_bytes(&metrics::WorkerCounters::bytes_in, n);
+  last_read_short_ = n < want;
+  body_remaining_ -= n;
+  body_done_ = body_remaining_ == 0;
+  co_return HttpRequest{{body_buf_.get(), n}, !body_done_};
 }
 
 // ASGI: once the body is read, receive() blocks until the client goes away (or the
@@ -1094,10 +1155,22 @@ void Http1Connection::write_access_log() {
                          status_, body_bytes_sent_, Clock::now() - request_start_});
 }
 
-}  // namespace
+// --- parking ---------------------------------------------------------------------------
+//
+// A keep-alive connection idle for kParkAfter is parked: its coroutine and object end,
+// and what it needs between requests stays, in a ParkedConnection: the socket, its
+// peer, the requests it has served, and a read that holds no buffer (reactor_ops.hpp).
+// When bytes arrive, a connection is made anew around them; at the keep-alive deadline
+// the parked connection shuts down its side and reads until the client closes (a
+// lingering close), as the connection would have. An idle connection then costs this
+// record, Asio's state for the socket and the pending read: a few hundred bytes instead
+// of frames, buffers and a timer. Deadlines are kept by the worker's ParkingLot in their
+// order, with one timer.
 
-void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener) {
-  auto c = std::make_shared<Http1Connection>(worker, std::move(stream), listener);
+void launch(Worker& worker, Stream stream, const ListenerInfo& listener,
+            Http1Connection::Resumed resumed) {
+  auto c =
+      std::make_shared<Http1Connection>(worker, std::move(stream), listener, std::move(resumed));
   asio::co_spawn(c->executor(), c->run(), [c](std::exception_ptr e) {
     if (!e) return;
     try {
@@ -1108,6 +1181,204 @@ void start_connection(Worker& worker, Stream stream, const ListenerInfo& listene
       log::error("Connection closed on an error: {}", ex.what());
     }
   });
+}
+
+class ParkingLot;
+
+class ParkedConnection final : public worker::Connection {
+ public:
+  static void park(Worker& worker, Stream stream, const ListenerInfo& listener,
+                   std::uint64_t requests, Clock::time_point deadline);
+  void on_drain() override;
+  void expire();     // the keep-alive deadline: lingering close
+  void close_now();  // the lingering close's deadline
+  Clock::time_point deadline() const { return deadline_; }
+
+  // The lot's lists (waiting, then lingering).
+  ParkedConnection* lot_prev_ = nullptr;
+  ParkedConnection* lot_next_ = nullptr;
+  bool lingering_ = false;
+
+ private:
+  ParkedConnection(Worker& worker, Stream stream, const ListenerInfo& listener,
+                   std::uint64_t requests, Clock::time_point deadline);
+  ~ParkedConnection();
+  void wait_for_bytes();
+  void on_read(boost::system::error_code ec, PooledRead read);
+
+  Worker& worker_;
+  Stream stream_;
+  const ListenerInfo& listener_;
+  std::uint64_t requests_;
+  Clock::time_point deadline_;
+  ParkingLot& lot_;
+  size_t discarded_ = 0;
+  bool closing_ = false;
+};
+
+// The worker's parked connections in the order of their deadlines (all wait the same
+// keepalive, or the same 2 s of lingering), and one timer for the earliest. An Asio
+// service of the event loop: when the loop shuts down it deletes what is parked.
+class ParkingLot : public asio::execution_context::service {
+ public:
+  using key_type = ParkingLot;
+  static inline asio::execution_context::id id;
+  explicit ParkingLot(asio::execution_context& context)
+      : service(context), timer_(static_cast<asio::io_context&>(context)) {}
+  static ParkingLot& of(const asio::any_io_executor& ex) {
+    return asio::use_service<ParkingLot>(asio::query(ex, asio::execution::context));
+  }
+
+  void add(ParkedConnection* p) {
+    auto& list = p->lingering_ ? lingering_ : waiting_;
+    p->lot_prev_ = list.tail;
+    p->lot_next_ = nullptr;
+    (list.tail ? list.tail->lot_next_ : list.head) = p;
+    list.tail = p;
+    arm();
+  }
+  void remove(ParkedConnection* p) {
+    auto& list = p->lingering_ ? lingering_ : waiting_;
+    if (p->lot_prev_ == nullptr && list.head != p) return;  // not in a list
+    (p->lot_prev_ ? p->lot_prev_->lot_next_ : list.head) = p->lot_next_;
+    (p->lot_next_ ? p->lot_next_->lot_prev_ : list.tail) = p->lot_prev_;
+    p->lot_prev_ = p->lot_next_ = nullptr;
+  }
+  void arm() {  // for the earliest deadline, when the timer is set for a later one
+    auto earliest = Clock::time_point::max();
+    if (waiting_.head) earliest = waiting_.head->deadline();
+    if (lingering_.head) earliest = std::min(earliest, lingering_.head->deadline());
+    if (earliest == Clock::time_point::max() || (armed_ && armed_for_ <= earliest)) return;
+    armed_ = true;
+    armed_for_ = earliest;
+    timer_.expires_at(earliest);  // cancels a wait for a later deadline
+    timer_.async_wait([this, generation = ++generation_](boost::system::error_code) {
+      if (generation != generation_) return;  // a wait replaced by an earlier one
+      armed_ = false;
+      sweep();
+    });
+  }
+
+ private:
+  struct List {
+    ParkedConnection* head = nullptr;
+    ParkedConnection* tail = nullptr;
+  };
+
+  void sweep() {
+    if (closed_) return;
+    const auto now = Clock::now();
+    while (waiting_.head && waiting_.head->deadline() <= now) waiting_.head->expire();
+    while (lingering_.head && lingering_.head->deadline() <= now) lingering_.head->close_now();
+    arm();
+  }
+  void shutdown() override {
+    closed_ = true;
+    timer_.cancel();
+    for (List* list : {&waiting_, &lingering_})
+      while (ParkedConnection* p = list->head) {
+        remove(p);
+        p->close_now();  // its read is cancelled; the loop's shutdown destroys it unrun
+      }
+  }
+
+  asio::steady_timer timer_;
+  bool armed_ = false;
+  bool closed_ = false;
+  unsigned generation_ = 0;
+  Clock::time_point armed_for_;
+  List waiting_, lingering_;
+};
+
+void ParkedConnection::park(Worker& worker, Stream stream, const ListenerInfo& listener,
+                            std::uint64_t requests, Clock::time_point deadline) {
+  auto* p = new ParkedConnection(worker, std::move(stream), listener, requests, deadline);
+  p->lot_.add(p);
+  p->wait_for_bytes();
+}
+
+ParkedConnection::ParkedConnection(Worker& worker, Stream stream, const ListenerInfo& listener,
+                                   std::uint64_t requests, Clock::time_point deadline)
+    : worker_(worker),
+      stream_(std::move(stream)),
+      listener_(listener),
+      requests_(requests),
+      deadline_(deadline),
+      lot_(ParkingLot::of(stream_.executor())) {
+  worker_.track(this);
+  if (auto* m = worker_.counters()) m->add(m->connections[int(metrics::Protocol::http1)], 1);
+}
+
+ParkedConnection::~ParkedConnection() {
+  lot_.remove(this);
+  if (auto* m = worker_.counters()) m->add(m->connections[int(metrics::Protocol::http1)], -1);
+  worker_.untrack(this);
+}
+
+void ParkedConnection::wait_for_bytes() {
+  async_read_pooled(
+      stream_.socket(), worker_.buffers(),
+      [this](boost::system::error_code ec, PooledRead read) { on_read(ec, std::move(read)); });
+}
+
+void ParkedConnection::on_read(boost::system::error_code ec, PooledRead read) {
+  if (!ec)
+    if (auto* m = worker_.counters()) m->add(m->bytes_in, read.bytes);
+  if (!ec && !lingering_ && !closing_) {
+    // The next request (or its first bytes): served by a connection made anew.
+    lot_.remove(this);
+    launch(worker_, std::move(stream_), listener_, {requests_, std::move(read)});
+    delete this;
+    return;
+  }
+  worker_.buffers().give(std::move(read.buffer));
+  discarded_ += read.bytes;
+  if (!ec && !closing_ && discarded_ < 1024 * 1024) {
+    wait_for_bytes();  // lingering: read and drop until the client closes
+    return;
+  }
+  delete this;  // closed by the client, an error, or the lingering deadline
+}
+
+// The drain window, as for an idle connection that is not parked.
+void ParkedConnection::on_drain() {
+  if (lingering_) return;
+  const auto window = Clock::now() + config::seconds(std::min(worker_.config().keepalive, 2.0));
+  if (window >= deadline_) return;
+  deadline_ = window;  // every parked connection gets the same end: the order holds
+  lot_.arm();
+}
+
+void ParkedConnection::expire() {
+  lot_.remove(this);
+  boost::system::error_code ignored;
+  stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  lingering_ = true;
+  deadline_ = Clock::now() + kLingerTime;
+  lot_.add(this);
+}
+
+void ParkedConnection::close_now() {
+  lot_.remove(this);
+  closing_ = true;
+  stream_.cancel();  // the pending read completes, and deletes this
+}
+
+bool Http1Connection::may_park() const {
+  return requests_ > 0 && !stream_.is_tls() && !worker_.draining() &&
+         config::seconds(worker_.config().keepalive) > kParkAfter;
+}
+
+void Http1Connection::park() {
+  log::debug("Connection from {} parked after {} request(s)", client_.host, requests_);
+  handed_off_ = true;  // the stream belongs to the parked connection
+  ParkedConnection::park(worker_, std::move(stream_), listener_, requests_, idle_deadline_);
+}
+
+}  // namespace
+
+void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener) {
+  launch(worker, std::move(stream), listener, Http1Connection::Resumed{});
 }
 
 }  // namespace tricorn::worker::http1
