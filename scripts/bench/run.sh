@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the comparison servers, builds tricorn in Release, raises the descriptor
 # limit for the idle-connection cases, and runs every case for every server.
-# Usage: scripts/bench/run.sh [--seconds N] [--servers bare,tricorn,...]
+# Usage: scripts/bench/run.sh [--seconds N] [--rounds N] [--servers bare,tricorn,...]
+#        [--cases keep-alive,pipelined,...] [--skip-memory]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./scripts/setup.sh
