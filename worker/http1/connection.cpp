@@ -796,17 +796,11 @@ asio::awaitable<size_t> Http1Connection::read_idle() {
     Http1Connection* c;
     ~Done() { c->waiting_idle_ = false; }
   } done{this};
-  set_deadline(Wait::idle);
   if (stream_.is_tls()) {
     make_room_for_head();
-    const size_t space = cap_ - end_;
-    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, space));
-    watchdog_.clear();
-    if (ec == asio::error::eof) peer_closed_ = true;
-    if (ec) co_return 0;
-    note_read(n, space);
-    co_return n;
+    co_return co_await read_some(Wait::idle);
   }
+  set_deadline(Wait::idle);
   release_buffer();  // nothing is in it: the read brings one
   const bool may_park_later = may_park();
   if (may_park_later) watchdog_.set(idle_since + kParkAfter, shared_from_this());
