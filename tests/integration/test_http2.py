@@ -86,6 +86,12 @@ def test_tls_negotiates_h2_and_http11(start_server, certs):
     head, body = head_and_body(run("curl", "-sS", "-i", "-k", "--http1.1", url + "/scope"))
     assert head.startswith("HTTP/1.1 200 OK")
     assert "http_version=1.1\n" in body.decode() and "scheme=https\n" in body.decode()
+    # A second request on the same TLS connection: the wait between them reads through
+    # OpenSSL, not with the pooled read plain sockets use.
+    out = subprocess.run(["curl", "-sS", "-k", "--http1.1", "-v", url + "/", url + "/scope"],
+                         capture_output=True, text=True, timeout=10)
+    assert "Re-using existing connection" in out.stderr
+    assert out.stdout.startswith("Hello, World!") and "scheme=https\n" in out.stdout
 
 
 def test_bad_certificate_fails_the_boot(start_server, tmpdir_path):
