@@ -15,7 +15,11 @@ export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1:abort_on_error=1:quar
 export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
 status=0
 "$build/unit_tests" || status=1
-TRICORN_BUILD="$build" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || status=1
+# test_allocations.py counts calls into glibc's malloc through an LD_PRELOAD shim; ASan
+# replaces malloc and will not start behind another preloaded library. The normal build
+# (scripts/test.sh) runs it.
+TRICORN_BUILD="$build" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
+  --ignore=tests/integration/test_allocations.py "$@" || status=1
 if compgen -G "$reports/*" >/dev/null; then
   echo "== sanitizer reports"
   for f in "$reports"/*; do echo "--- $f"; cat "$f"; done
