@@ -182,13 +182,12 @@ struct Completion<PooledReadOp> {
 
 // Starts Op on the socket the way Asio starts its own reactor operations.
 template <template <typename, typename> class Op, typename Token, typename... Args>
-auto start_reactor_op(Socket& socket, Token&& token, Args&... args) {
+auto start_reactor_op(Socket& socket, asio::detail::reactor& reactor, Token&& token,
+                      Args&... args) {
   return asio::async_initiate<Token, typename Completion<Op>::signature>(
-      [&socket, &args...](auto handler) {
+      [&socket, &reactor, &args...](auto handler) {
         using TheOp = Op<decltype(handler), Socket::executor_type>;
         auto& impl = SocketAccess::impl(socket);
-        auto& reactor = asio::use_service<asio::detail::reactor>(
-            asio::query(socket.get_executor(), asio::execution::context));
         const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
         typename TheOp::ptr p = {asio::detail::addressof(handler), TheOp::ptr::allocate(handler),
                                  nullptr};
@@ -212,9 +211,11 @@ auto start_reactor_op(Socket& socket, Token&& token, Args&... args) {
 // Completes with the accepted descriptor (non-blocking, close-on-exec) and the peer's
 // address. The listening socket must already be non-blocking (it is shared with the
 // other workers, which want the same). Closing it cancels the accept (operation_aborted).
+// `reactor` is the socket's event loop's (Worker::reactor(): looked up once, since Asio's
+// use_service compares type names on every call).
 template <typename Token>
-auto async_accept4(Listening& listening, Token&& token) {
-  return reactor_detail::start_reactor_op<reactor_detail::Accept4Op>(listening,
+auto async_accept4(Listening& listening, asio::detail::reactor& reactor, Token&& token) {
+  return reactor_detail::start_reactor_op<reactor_detail::Accept4Op>(listening, reactor,
                                                                      std::forward<Token>(token));
 }
 
@@ -222,9 +223,10 @@ auto async_accept4(Listening& listening, Token&& token) {
 // The socket must be non-blocking in Asio's state (adopt_accepted, or any earlier
 // operation). A deadline cancels it like any operation on the socket.
 template <typename Token>
-auto async_read_pooled(Socket& socket, BufferPool& pool, Token&& token) {
+auto async_read_pooled(Socket& socket, asio::detail::reactor& reactor, BufferPool& pool,
+                       Token&& token) {
   return reactor_detail::start_reactor_op<reactor_detail::PooledReadOp>(
-      socket, std::forward<Token>(token), pool);
+      socket, reactor, std::forward<Token>(token), pool);
 }
 
 }  // namespace tricorn::worker

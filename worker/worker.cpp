@@ -200,7 +200,7 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
     }
     if (draining_) co_return;
     // One system call: the peer's address comes with it, and the socket is non-blocking.
-    auto [ec, accepted] = co_await async_accept4(a.acceptor, use_nothrow);
+    auto [ec, accepted] = co_await async_accept4(a.acceptor, reactor_, use_nothrow);
     // A connection accepted as the drain began is still served (its response will
     // carry Connection: close): dropping it would reset a request.
     if (ec == asio::error::operation_aborted) co_return;

@@ -13,6 +13,7 @@
 
 #include <tricorn/app.hpp>
 
+#include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -61,6 +62,7 @@ class Worker {
   // --- for connections (and the fuzz target, which runs connections on this loop
   // without accepting) ---
   asio::io_context& io() { return io_; }
+  asio::detail::reactor& reactor() { return reactor_; }  // for worker/reactor_ops.hpp
   const config::Config& config() const { return *params_.config; }
   const AppEntry& app() const { return *app_; }
   // Calls the app for one scope: its coroutine, or its blocking handler on the pool.
@@ -110,6 +112,7 @@ class Worker {
   // One thread, no async resolve, the only io_context with a signal_set in the
   // process: the conditions under which Asio may skip all its locking.
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
+  asio::detail::reactor& reactor_ = asio::use_service<asio::detail::reactor>(io_);
   const AppEntry* app_ = nullptr;
   std::shared_ptr<std::any> state_ = std::make_shared<std::any>();
   std::unique_ptr<Lifespan> lifespan_;

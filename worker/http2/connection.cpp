@@ -581,8 +581,8 @@ asio::awaitable<size_t> Http2Connection::read_some(std::unique_ptr<char[]>& buf,
   } else {
     worker_.http2_buffers().give(std::move(buf));
     PooledRead read;
-    std::tie(ec, read) =
-        co_await async_read_pooled(stream_.socket(), worker_.http2_buffers(), use_nothrow);
+    std::tie(ec, read) = co_await async_read_pooled(stream_.socket(), worker_.reactor(),
+                                                    worker_.http2_buffers(), use_nothrow);
     buf = std::move(read.buffer);
     n = read.bytes;
   }
