@@ -342,6 +342,7 @@ void Master::reap_workers() {
     auto it =
         std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.pid == pid; });
     if (it == slots_.end()) continue;
+    read_control(*it);  // what it sent before it exited (a boot failure's reason)
     on_worker_exit(*it, status);
     metrics_.retire_slot(it->metrics_slot);
     ::close(it->control_fd);
