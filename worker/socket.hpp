@@ -24,13 +24,19 @@ inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // (closing the only descriptor of a socket takes it out of epoll) nor blocking. This sets
 // Asio's state to say so; it reaches into the reactive socket service of Boost 1.81 (a
 // changed layout would not compile).
+struct SocketAccess : Socket {
+  static auto& impl(Socket& s) { return (s.*&SocketAccess::impl_).get_implementation(); }
+};
+
 inline void adopt_accepted(Socket& socket) {
-  struct Access : Socket {
-    static auto& state(Socket& s) { return (s.*&Access::impl_).get_implementation().state_; }
-  };
   namespace ops = asio::detail::socket_ops;
-  auto& state = Access::state(socket);
+  auto& state = SocketAccess::impl(socket).state_;
   state = (state & ~ops::possible_dup) | ops::internal_non_blocking;
+}
+
+// The family and protocol the socket was opened with, which Asio keeps (no system call).
+inline Socket::protocol_type protocol_of(Socket& socket) {
+  return SocketAccess::impl(socket).protocol_;
 }
 
 // What a connection needs to know about the listener that accepted it.

@@ -63,6 +63,9 @@ class Stream {
   // while an earlier one is unacknowledged, so a connection that writes once (a request
   // with Connection: close) never needs the system call; nginx sets it as late.
   void set_nodelay_before_second_write() { writes_until_nodelay_ = 2; }
+  // Kept by a parked connection, which holds only the descriptor.
+  int writes_until_nodelay() const { return writes_until_nodelay_; }
+  void set_writes_until_nodelay(int n) { writes_until_nodelay_ = n; }
   void set_nodelay() {
     int one = 1;
     ::setsockopt(native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -373,15 +373,23 @@ void Worker::stop_if_drained() {
 // The last connection is gone: lifespan shutdown (bounded by the graceful timeout
 // armed when the drain began), then the end.
 asio::awaitable<void> Worker::finish() {
+  if (connection_count_ > 0) {  // a parked connection woke as the last one closed
+    finishing_ = false;
+    co_return;
+  }
   if (lifespan_) co_await lifespan_->shutdown();
   io_.stop();
 }
 
 void Worker::track(Connection* c) {
+  list(c);
+  ++connection_count_;
+}
+
+void Worker::list(Connection* c) {
   c->next_ = connections_;
   if (connections_) connections_->prev_ = c;
   connections_ = c;
-  ++connection_count_;
 }
 
 void Worker::untrack(Connection* c) {
@@ -391,6 +399,10 @@ void Worker::untrack(Connection* c) {
     connections_ = c->next_;
   if (c->next_) c->next_->prev_ = c->prev_;
   c->prev_ = c->next_ = nullptr;
+  count_closed();
+}
+
+void Worker::count_closed() {
   --connection_count_;
   if (accept_paused_ && connection_count_ < static_cast<size_t>(config().worker_connections)) {
     accept_paused_ = false;

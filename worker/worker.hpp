@@ -25,6 +25,10 @@
 
 namespace tricorn::worker {
 
+namespace http1 {
+class ParkingLot;
+}
+
 // What a connection offers the worker: it can be told that the worker is draining.
 // Connections link themselves into the worker's list for their lifetime.
 class Connection {
@@ -81,9 +85,17 @@ class Worker {
   // then sees a SETTINGS or PING flood as one burst of more frames than its limit on
   // queued acknowledgements, which smaller reads would let the writer keep under.
   BufferPool& http2_buffers() { return http2_buffers_; }
+  // A connection object is listed (for on_drain) and counted (worker_connections, the
+  // drain's end) while it lives. The HTTP/1.1 parking lot is listed once and counts its
+  // parked connections itself.
   void track(Connection* c);
   void untrack(Connection* c);
+  void list(Connection* c);
+  void count_opened() { ++connection_count_; }
+  void count_closed();
   void on_request_done();
+  // The HTTP/1.1 parking lot of this worker's event loop (worker/http1/connection.cpp).
+  http1::ParkingLot& parking_lot();
 
  private:
   struct Acceptor;
@@ -125,6 +137,7 @@ class Worker {
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   Connection* connections_ = nullptr;
   size_t connection_count_ = 0;
+  http1::ParkingLot* parking_lot_ = nullptr;
   bool draining_ = false;
   bool recycle_requested_ = false;
   std::uint64_t requests_served_ = 0;
