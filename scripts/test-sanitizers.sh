@@ -17,9 +17,12 @@ status=0
 "$build/unit_tests" || status=1
 # test_allocations.py counts calls into glibc's malloc through an LD_PRELOAD shim; ASan
 # replaces malloc and will not start behind another preloaded library. The normal build
-# (scripts/test.sh) runs it.
+# (scripts/test.sh) runs it. test_parked_connections_cost_little_memory measures the
+# worker's resident size, which under ASan is its quarantine and shadow memory.
 TRICORN_BUILD="$build" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
-  --ignore=tests/integration/test_allocations.py "$@" || status=1
+  --ignore=tests/integration/test_allocations.py \
+  --deselect tests/integration/test_http1.py::test_parked_connections_cost_little_memory \
+  "$@" || status=1
 if compgen -G "$reports/*" >/dev/null; then
   echo "== sanitizer reports"
   for f in "$reports"/*; do echo "--- $f"; cat "$f"; done
