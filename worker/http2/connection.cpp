@@ -207,10 +207,10 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
 
   std::int32_t id() const { return id_; }
   bool closed() const { return closed_; }
-  // Response bytes are queued but the client has taken none of them since `since`:
-  // its flow-control window stays shut (a zero-window stall).
-  bool stalled_since(Clock::time_point since) const {
-    return !closed_ && !body_out_.empty() && last_progress_ < since;
+  // Response bytes are queued but the client has taken none of them for two whole
+  // periods of the stall check: its flow-control window stays shut (a zero-window stall).
+  bool stalled(std::uint64_t check) const {
+    return !closed_ && !body_out_.empty() && progress_check_ + 3 <= check;
   }
   void reset(std::uint32_t error_code);
 
@@ -228,7 +228,9 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   asio::awaitable<void> wait();
   void submit_response(bool end_stream);
   void start_response(const HttpResponseStart& start);
-  asio::awaitable<void> send_body(const HttpResponseBody& body);
+  // Queues a body piece; true when the app must then wait for the client (wait_to_send).
+  bool queue_body(const HttpResponseBody& body);
+  asio::awaitable<void> wait_to_send();
   void send_trailers(const HttpResponseTrailers& trailers);
   void respond_simple(int status);
 
@@ -270,7 +272,10 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   size_t body_out_pos_ = 0;
   bool body_out_eof_ = false;
   bool deferred_ = false;
-  Clock::time_point last_progress_;  // the app queued bytes, or nghttp2 took some
+  // The stall check's count when the app last queued bytes into an empty queue or
+  // nghttp2 last took some: a counter, not a clock read per stream.
+  std::uint64_t progress_check_ = 0;
+  void note_progress();
   std::uint64_t body_bytes_ = 0;     // response body bytes the app sent
 };
 
@@ -298,6 +303,7 @@ class Http2Connection final : public worker::Connection,
 
   Worker& worker() { return worker_; }
   const ListenerInfo& listener() const { return listener_; }
+  std::uint64_t stall_checks() const { return stall_checks_; }
   const Address& client() const { return client_; }
   bool forwarding_trusted() const { return forwarding_trusted_; }
   nghttp2_session* session() { return session_; }
@@ -349,6 +355,7 @@ class Http2Connection final : public worker::Connection,
   asio::steady_timer writer_exit_;
   asio::steady_timer notice_timer_;
   asio::steady_timer stall_timer_;
+  std::uint64_t stall_checks_ = 0;  // every half send_timeout
   StreamPool& stream_pool_;
   nghttp2_session* session_ = nullptr;
   Http2Stream* streams_ = nullptr;
@@ -550,17 +557,18 @@ asio::awaitable<void> Http2Connection::write_loop() {
 // send_timeout for each stream: a client that reads the socket but never opens a
 // stream's flow-control window would otherwise hold the stream, its queued body and its
 // app forever. The stream is reset (CANCEL) and the app's send() fails; the connection
-// and its other streams go on. Checked every half send_timeout, so a stall ends within
-// 1.5 x send_timeout.
+// and its other streams go on. Checked every half send_timeout: a stream that made no
+// progress since before the check two checks ago has stalled for at least send_timeout,
+// so a stall ends within 1.5 x send_timeout.
 asio::awaitable<void> Http2Connection::reset_stalled_streams() {
   const auto limit = seconds(worker_.config().send_timeout);
   while (!closing_) {
     stall_timer_.expires_after(limit / 2);
     auto [ec] = co_await stall_timer_.async_wait(use_nothrow);
     if (ec || closing_) co_return;
-    const auto since = Clock::now() - limit;
+    const std::uint64_t check = ++stall_checks_;
     for_each_stream([&](Http2Stream* s) {
-      if (!s->stalled_since(since)) return;
+      if (!s->stalled(check)) return;
       log::info("HTTP/2 stream {} from {} reset: its flow-control window stayed closed for {}s",
                 s->id(), client_.host, worker_.config().send_timeout);
       s->reset(NGHTTP2_CANCEL);
@@ -983,7 +991,7 @@ asio::awaitable<std::string_view> Http2Stream::read() {
 
 asio::awaitable<bool> Http2Stream::write(std::string_view bytes) {
   try {
-    co_await send_body(HttpResponseBody{bytes, true});
+    if (queue_body(HttpResponseBody{bytes, true})) co_await wait_to_send();
   } catch (const ClientGone&) {
     co_return false;
   }
@@ -993,7 +1001,7 @@ asio::awaitable<bool> Http2Stream::write(std::string_view bytes) {
 asio::awaitable<void> Http2Stream::finish() {
   if (closed_ || !c_->open()) co_return;
   try {
-    co_await send_body(HttpResponseBody{{}, false});
+    queue_body(HttpResponseBody{{}, false});
   } catch (const ClientGone&) {
   }
 }
@@ -1047,8 +1055,9 @@ asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
   if (body_too_large_ && response_ == Response::none) co_return;  // the server answers 413
   if (auto* start = std::get_if<HttpResponseStart>(&event))
     start_response(*start);
-  else if (auto* body = std::get_if<HttpResponseBody>(&event))
-    co_await send_body(*body);
+  else if (auto* body = std::get_if<HttpResponseBody>(&event)) {
+    if (queue_body(*body)) co_await wait_to_send();
+  }
   else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event))
     send_trailers(*trailers);
   else
@@ -1107,7 +1116,10 @@ void Http2Stream::submit_response(bool end_stream) {
   response_ = Response::head_sent;
 }
 
-asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
+void Http2Stream::note_progress() { progress_check_ = c_->stall_checks(); }
+
+// No coroutine of its own: a send() that need not wait (almost all) costs one frame.
+bool Http2Stream::queue_body(const HttpResponseBody& body) {
   check_body(response_);
   const bool bodyless = method_ == "HEAD" || status_ == 204 || status_ == 304;
   const bool last = !body.more_body;
@@ -1123,12 +1135,12 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
       response_ = Response::complete;
       c_->wake_writer();
       wake();
-      co_return;
+      return false;
     }
   }
   if (!bodyless) {
     body_bytes_ += body.body.size();
-    if (body_out_.empty()) last_progress_ = Clock::now();
+    if (body_out_.empty()) note_progress();
     body_out_.append(body.body);
   }
   if (last) {
@@ -1140,8 +1152,11 @@ asio::awaitable<void> Http2Stream::send_body(const HttpResponseBody& body) {
     nghttp2_session_resume_data(c_->session(), id_);
   }
   c_->wake_writer();
-  if (last) co_return;
-  // Backpressure: the app waits while the client (or its window) holds the data back.
+  return !last && body_out_.size() - body_out_pos_ > kSendWatermark;
+}
+
+// Backpressure: the app waits while the client (or its window) holds the data back.
+asio::awaitable<void> Http2Stream::wait_to_send() {
   while (body_out_.size() - body_out_pos_ > kSendWatermark) {
     if (closed_ || !c_->open()) throw ClientGone("stream closed");
     co_await wait();
@@ -1172,7 +1187,7 @@ ssize_t Http2Stream::read_body(uint8_t* buf, size_t length, uint32_t* flags) {
     body_out_pos_ = 0;
   }
   if (n > 0) {
-    last_progress_ = Clock::now();
+    note_progress();
     wake();  // an app waiting on backpressure may go on
   }
   bool drained = body_out_.empty();
@@ -1213,7 +1228,7 @@ void Http2Stream::respond_simple(int status) {
   status_ = status;
   trailers_expected_ = false;
   body_out_ = fmt::format("{}\n", status);
-  last_progress_ = Clock::now();
+  note_progress();
   body_out_pos_ = 0;
   body_out_eof_ = true;
   response_fields_.add("content-length", std::to_string(body_out_.size()));
