@@ -397,6 +397,36 @@ def test_a_thousand_parked_connections_wake_at_once(start_server):
             c.close()
 
 
+def scope_lines(data):
+    return dict(l.split("=", 1) for l in data.decode("latin-1").split("\r\n\r\n", 1)[1].splitlines()
+                if "=" in l and not l.startswith("header="))
+
+
+@pytest.mark.parametrize("listener", ["proxy", "unix"])
+def test_a_parked_connection_keeps_its_client_and_listener(start_server, tmpdir_path, listener):
+    # The lot keeps the descriptor and the peer: a client named by a PROXY header (not
+    # the socket's peer), and a unix socket's family, both survive parking.
+    if listener == "proxy":
+        s = start_server("--proxy-protocol", "--forwarded-allow-ips", "", "--log-level", "debug")
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(b"PROXY TCP4 192.0.2.10 203.0.113.1 56324 443\r\n")
+        client = "192.0.2.10:56324"
+    else:
+        path = f"{tmpdir_path}/p.sock"
+        s = start_server("-b", f"unix:{path}", "--log-level", "debug")
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect(path)
+        client = ":0"
+    with c:
+        for n in (1, 2):
+            c.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_until(c, b"path=/scope\n")
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert scope_lines(data)["client"] == client
+            s.wait_log(rf"parked after {n} request\(s\)")
+
+
 def test_draining_closes_a_parked_connection_after_the_drain_window(start_server):
     s = start_server("-w", "1", "--keep-alive", "60", "--log-level", "debug")
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
