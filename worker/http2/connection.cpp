@@ -161,14 +161,17 @@ class FieldList {
 // keep their capacity, so a stream of a warm worker allocates nothing of its own.
 class Http2Stream final : public Receive, public Send, public websocket::Transport {
  public:
-  // What a recycled stream keeps: storage, emptied.
-  struct Buffers {
+  // What a recycled stream keeps, outside the part destroyed and constructed anew: its
+  // storage, emptied, and its timer (constructing one looks up Asio's timer service).
+  struct Kept {
+    explicit Kept(const asio::any_io_executor& ex) : wake(ex, Clock::time_point::max()) {}
+    asio::steady_timer wake;
     std::vector<nghttp2_rcbuf*> held;
     std::vector<Header> headers;
     std::string decoded_path, body_in, body_out;
     FieldList response_fields, trailer_fields;
   };
-  Http2Stream(StreamPool& pool, asio::any_io_executor ex, Buffers buffers = {});
+  Http2Stream(StreamPool& pool, const asio::any_io_executor& ex, std::unique_ptr<Kept> kept = {});
   ~Http2Stream() { release_fields(); }
   Http2Stream(const Http2Stream&) = delete;
   Http2Stream& operator=(const Http2Stream&) = delete;
@@ -221,7 +224,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
  private:
   friend class StreamRef;
   friend class StreamPool;
-  Buffers take_buffers();
+  std::unique_ptr<Kept> take_kept();
   void release_fields();
   bool build_scope();
   void wake() { wake_.cancel(); }
@@ -236,22 +239,23 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
 
   int refs_ = 0;
   StreamPool* pool_;
+  std::unique_ptr<Kept> kept_;
   Http2Connection* c_ = nullptr;
   std::int32_t id_ = 0;
-  asio::steady_timer wake_;
+  asio::steady_timer& wake_;  // never expires: cancel() wakes waiters
 
   // Request. Field names and values are nghttp2's own buffers, kept (not copied) until
   // the stream is recycled.
-  std::vector<nghttp2_rcbuf*> held_;
-  std::vector<Header> headers_;  // views into held_ (and the upgraded request)
+  std::vector<nghttp2_rcbuf*>& held_;
+  std::vector<Header>& headers_;  // views into held_ (and the upgraded request)
   std::string_view method_, scheme_, authority_, path_, protocol_;
   std::unique_ptr<UpgradedRequest> upgraded_;  // for an h2c upgrade: what the views see
   websocket::Session* websocket_ = nullptr;
   size_t header_bytes_ = 0;
   bool headers_too_large_ = false;
-  std::string decoded_path_;
+  std::string& decoded_path_;
   Scope scope_;
-  std::string body_in_;
+  std::string& body_in_;
   std::uint64_t received_ = 0;
   bool body_too_large_ = false;
   size_t delivered_ = 0;  // bytes of body_in_ handed to the app, consumed at its next receive
@@ -264,11 +268,11 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   using Response = ResponseStage;
   Response response_ = Response::none;
   int status_ = 0;
-  FieldList response_fields_;
-  FieldList trailer_fields_;
+  FieldList& response_fields_;
+  FieldList& trailer_fields_;
   bool trailers_expected_ = false;
   bool trailers_ready_ = false;
-  std::string body_out_;
+  std::string& body_out_;
   size_t body_out_pos_ = 0;
   bool body_out_eof_ = false;
   bool deferred_ = false;
@@ -752,10 +756,9 @@ void StreamPool::give(Http2Stream* s) {
     delete s;
     return;
   }
-  auto buffers = s->take_buffers();
-  auto ex = s->wake_.get_executor();
+  auto kept = s->take_kept();
   s->~Http2Stream();
-  new (s) Http2Stream(*this, ex, std::move(buffers));
+  new (s) Http2Stream(*this, kept->wake.get_executor(), std::move(kept));
   free_.push_back(s);
 }
 
@@ -767,16 +770,18 @@ void StreamPool::shutdown() {
 
 // wake_ never expires: cancel() wakes every coroutine waiting on it (the app's
 // receive() and send() may both wait, for a WebSocket), and each re-checks its condition.
-Http2Stream::Http2Stream(StreamPool& pool, asio::any_io_executor ex, Buffers b)
+Http2Stream::Http2Stream(StreamPool& pool, const asio::any_io_executor& ex,
+                         std::unique_ptr<Kept> kept)
     : pool_(&pool),
-      wake_(ex, Clock::time_point::max()),
-      held_(std::move(b.held)),
-      headers_(std::move(b.headers)),
-      decoded_path_(std::move(b.decoded_path)),
-      body_in_(std::move(b.body_in)),
-      response_fields_(std::move(b.response_fields)),
-      trailer_fields_(std::move(b.trailer_fields)),
-      body_out_(std::move(b.body_out)) {}
+      kept_(kept ? std::move(kept) : std::make_unique<Kept>(ex)),
+      wake_(kept_->wake),
+      held_(kept_->held),
+      headers_(kept_->headers),
+      decoded_path_(kept_->decoded_path),
+      body_in_(kept_->body_in),
+      response_fields_(kept_->response_fields),
+      trailer_fields_(kept_->trailer_fields),
+      body_out_(kept_->body_out) {}
 
 StreamRef Http2Stream::open(Http2Connection& c, std::int32_t id) {
   Http2Stream* s = c.stream_pool().take(c.executor());
@@ -785,18 +790,15 @@ StreamRef Http2Stream::open(Http2Connection& c, std::int32_t id) {
   return StreamRef(s);
 }
 
-Http2Stream::Buffers Http2Stream::take_buffers() {
+std::unique_ptr<Http2Stream::Kept> Http2Stream::take_kept() {
   release_fields();
-  Buffers b{std::move(held_),          std::move(headers_),  std::move(decoded_path_),
-            std::move(body_in_),       std::move(body_out_), std::move(response_fields_),
-            std::move(trailer_fields_)};
-  b.headers.clear();
-  b.decoded_path.clear();
-  b.body_in.clear();
-  b.body_out.clear();
-  b.response_fields.clear();
-  b.trailer_fields.clear();
-  return b;
+  headers_.clear();
+  decoded_path_.clear();
+  body_in_.clear();
+  body_out_.clear();
+  response_fields_.clear();
+  trailer_fields_.clear();
+  return std::move(kept_);  // the references stay valid: the caller owns it now
 }
 
 void Http2Stream::release_fields() {
