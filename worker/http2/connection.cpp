@@ -49,10 +49,16 @@ constexpr auto kShutdownNoticeDelay = 1s;     // between the GOAWAY notice and t
 constexpr auto kLingerTime = 2s;
 
 // Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2).
+// A case-insensitive comparison that mostly ends at the lengths (no call, no strlen).
+bool is_field(std::string_view name, std::string_view lower) {
+  return name.size() == lower.size() && iequals(name, lower);
+}
+
 bool is_connection_specific(std::string_view name) {
-  for (auto banned : {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                      "upgrade", "http2-settings"})
-    if (iequals(name, banned)) return true;
+  using namespace std::string_view_literals;
+  for (auto banned : {"connection"sv, "keep-alive"sv, "proxy-connection"sv,
+                      "transfer-encoding"sv, "upgrade"sv, "http2-settings"sv})
+    if (is_field(name, banned)) return true;
   return false;
 }
 
@@ -1074,8 +1080,8 @@ void Http2Stream::start_response(const HttpResponseStart& start) {
   bool has_date = false, has_server = false;
   for (const auto& h : start.headers) {
     if (is_connection_specific(h.name)) continue;
-    has_date = has_date || iequals(h.name, "date");
-    has_server = has_server || iequals(h.name, "server");
+    has_date = has_date || is_field(h.name, "date");
+    has_server = has_server || is_field(h.name, "server");
     response_fields_.add(h.name, h.value);  // names lower-cased, as HTTP/2 wants
   }
   if (!has_date) response_fields_.add("date", c_->worker().http_date());
