@@ -92,6 +92,7 @@ class Worker {
   void untrack(Connection* c);
   void list(Connection* c);
   void count_opened() { ++connection_count_; }
+  size_t connection_count() const { return connection_count_; }
   void count_closed();
   void on_request_done();
   // The HTTP/1.1 parking lot of this worker's event loop (worker/http1/connection.cpp).

@@ -85,11 +85,13 @@ class StreamPool : public asio::execution_context::service {
   }
   Http2Stream* take(const asio::any_io_executor& ex);
   void give(Http2Stream* s);
+  size_t in_use() const { return in_use_; }
 
  private:
   void shutdown() override;
   static constexpr size_t kMaxPooled = 512;
   std::vector<Http2Stream*> free_;
+  size_t in_use_ = 0;
   bool closed_ = false;
 };
 
@@ -120,6 +122,40 @@ class StreamRef {
 
  private:
   Http2Stream* s_ = nullptr;
+};
+
+// The coroutines that run streams' apps, kept and reused within a worker: co_spawn per
+// stream made a coroutine "thread" (its entry frame, a dispatch to start, a post and a
+// dispatch to end) for every request. A runner runs a stream's app, then waits for the
+// next stream; a stream starts on a waiting runner by resuming it, at once, as co_spawn
+// would have started a new one. Runners beyond kMaxIdle end.
+class AppRunners : public asio::execution_context::service {
+ public:
+  using key_type = AppRunners;
+  static inline asio::execution_context::id id;
+  explicit AppRunners(asio::execution_context& context) : service(context) {}
+  static AppRunners& of(const asio::any_io_executor& ex) {
+    return asio::use_service<AppRunners>(asio::query(ex, asio::execution::context));
+  }
+  struct Job {
+    StreamRef stream;
+    std::shared_ptr<Http2Connection> connection;  // alive while its stream's app runs
+  };
+  void run(const asio::any_io_executor& ex, Job job);
+
+ private:
+  static constexpr size_t kMaxIdle = 256;
+  // What `co_await next()` leaves behind: Asio's handler that resumes the runner.
+  using Waiting = asio::detail::awaitable_handler<asio::any_io_executor, Job>;
+  asio::awaitable<void> runner(Job job);
+  asio::awaitable<Job> next();
+  void shutdown() override {
+    closed_ = true;
+    idle_.clear();  // their frames are destroyed with the event loop
+  }
+
+  std::vector<Waiting> idle_;
+  bool closed_ = false;
 };
 
 // Response fields (or trailers), copied out of the app's send() (its views end with
@@ -302,7 +338,8 @@ class Http2Connection final : public worker::Connection,
         writer_exit_(stream_.executor()),
         notice_timer_(stream_.executor()),
         stall_timer_(stream_.executor()),
-        stream_pool_(StreamPool::of(stream_.executor())) {}
+        stream_pool_(StreamPool::of(stream_.executor())),
+        runners_(AppRunners::of(stream_.executor())) {}
   ~Http2Connection() {
     while (streams_) forget(streams_);
     if (session_) nghttp2_session_del(session_);
@@ -367,6 +404,7 @@ class Http2Connection final : public worker::Connection,
   asio::steady_timer stall_timer_;
   std::uint64_t stall_checks_ = 0;  // every half send_timeout
   StreamPool& stream_pool_;
+  AppRunners& runners_;
   nghttp2_session* session_ = nullptr;
   Http2Stream* streams_ = nullptr;
   size_t stream_count_ = 0;
@@ -668,16 +706,42 @@ Http2Stream* Http2Connection::stream_of(std::int32_t id) {
 }
 
 void Http2Connection::start_stream_app(StreamRef s) {
-  auto app = s->run_app();
-  asio::co_spawn(executor(), std::move(app),
-                 [s = std::move(s), self = shared_from_this()](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& ex) {
-                     log::error("HTTP/2 stream failed: {}", ex.what());
-                   }
-                 });
+  runners_.run(executor(), {std::move(s), shared_from_this()});
+}
+
+void AppRunners::run(const asio::any_io_executor& ex, Job job) {
+  if (idle_.empty()) {
+    asio::co_spawn(ex, runner(std::move(job)), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("HTTP/2 stream runner failed: {}", ex.what());
+      }
+    });
+    return;
+  }
+  Waiting resume = std::move(idle_.back());
+  idle_.pop_back();
+  std::move(resume)(std::move(job));
+}
+
+asio::awaitable<void> AppRunners::runner(Job job) {
+  for (;;) {
+    try {
+      co_await job.stream->run_app();
+    } catch (const std::exception& e) {
+      log::error("HTTP/2 stream failed: {}", e.what());
+    }
+    job = {};  // the stream goes back to its pool, the connection may end
+    if (closed_ || idle_.size() >= kMaxIdle) co_return;
+    job = co_await next();
+  }
+}
+
+asio::awaitable<AppRunners::Job> AppRunners::next() {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Job)>(
+      [this](Waiting resume) { idle_.push_back(std::move(resume)); }, asio::use_awaitable);
 }
 
 int Http2Connection::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
@@ -750,6 +814,7 @@ StreamRef::~StreamRef() {
 }
 
 Http2Stream* StreamPool::take(const asio::any_io_executor& ex) {
+  ++in_use_;
   if (free_.empty()) return new Http2Stream(*this, ex);
   Http2Stream* s = free_.back();
   free_.pop_back();
@@ -758,6 +823,7 @@ Http2Stream* StreamPool::take(const asio::any_io_executor& ex) {
 
 // A stream comes back empty: everything but its storage is constructed anew.
 void StreamPool::give(Http2Stream* s) {
+  --in_use_;
   if (closed_ || free_.size() >= kMaxPooled) {
     delete s;
     return;
@@ -1246,6 +1312,10 @@ void Http2Stream::respond_simple(int status) {
 }
 
 }  // namespace
+
+size_t streams_in_use(Worker& worker) {
+  return asio::use_service<StreamPool>(worker.io()).in_use();
+}
 
 void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener,
                       std::string received, std::unique_ptr<UpgradedRequest> upgraded) {

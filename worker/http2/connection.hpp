@@ -28,6 +28,10 @@ void start_connection(Worker& worker, Stream stream, const ListenerInfo& listene
                       std::string received, std::unique_ptr<UpgradedRequest> upgraded = nullptr);
 
 // The client connection preface (RFC 9113 section 3.4).
+// Streams taken from the worker's pool and not yet given back: each is held by its
+// connection or by its app. For checks (the connection fuzzer): none once all is done.
+size_t streams_in_use(Worker& worker);
+
 inline constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 bool decode_base64url(std::string_view in, std::string& out);
