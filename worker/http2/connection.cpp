@@ -829,8 +829,9 @@ void StreamPool::give(Http2Stream* s) {
     return;
   }
   auto kept = s->take_kept();
+  const auto ex = kept->wake.get_executor();  // before the argument that moves `kept`
   s->~Http2Stream();
-  new (s) Http2Stream(*this, kept->wake.get_executor(), std::move(kept));
+  new (s) Http2Stream(*this, ex, std::move(kept));
   free_.push_back(s);
 }
 
