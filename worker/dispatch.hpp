@@ -40,10 +40,17 @@ inline asio::awaitable<AppOutcome> call_app(Worker& worker, Scope& scope, Receiv
 
 // ASGI's rules for what an app sends, the same for every protocol: a final status, and
 // fields whose names are tokens and whose values cannot split a message.
+// One pass over the value: string_view::find_first_of calls memchr over the set for
+// every character of it.
+inline bool has_cr_lf_or_nul(std::string_view value) {
+  for (char c : value)
+    if (c == '\r' || c == '\n' || c == '\0') return true;
+  return false;
+}
+
 inline void check_fields(std::span<const Header> fields, std::string_view what) {
   for (const auto& h : fields)
-    if (!tricorn::http1::is_token(h.name) ||
-        h.value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+    if (!tricorn::http1::is_token(h.name) || has_cr_lf_or_nul(h.value))
       throw ProtocolError(fmt::format("invalid {} '{}'", what, h.name));
 }
 
