@@ -41,6 +41,7 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -401,7 +402,9 @@ class ParkingLot : public asio::execution_context::service, public worker::Conne
   unsigned generation_ = 0;
   Clock::time_point armed_for_;
   IdleList idle_[kParkShifts];
-  std::vector<Record> records_;
+  // A deque: it grows by blocks, without the copy and the momentary double size of a
+  // vector's growth, and a record stays where it is.
+  std::deque<Record> records_;
   std::uint32_t free_ = kNone;
   List waiting_, lingering_;
 };
