@@ -66,9 +66,11 @@ constexpr size_t kLargeBodyRead = 64 * 1024;  // see read_large_body
 // parking section): new connections soon, busy ones up to 1.28 s.
 constexpr Clock::duration kParkAfter = 10ms;
 constexpr std::uint8_t kParkShifts = 8;
-constexpr Clock::duration park_delay(std::uint8_t shift) { return kParkAfter * (1 << shift); }
-constexpr size_t kDiscardLimit = 64 * 1024;   // unread body we read and drop to keep alive
-constexpr size_t kCopyLimit = 16 * 1024;      // larger response pieces are written, not copied
+constexpr Clock::duration park_delay(std::uint8_t shift) {
+  return kParkAfter * (1 << shift);
+}
+constexpr size_t kDiscardLimit = 64 * 1024;  // unread body we read and drop to keep alive
+constexpr size_t kCopyLimit = 16 * 1024;     // larger response pieces are written, not copied
 constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before an h2c upgrade
 constexpr auto kLingerTime = 2s;
 constexpr std::uint32_t kLingerDiscardLimit = 1024 * 1024;  // dropped while lingering at most
@@ -338,10 +340,7 @@ class ParkingLot : public asio::execution_context::service, public worker::Conne
   using key_type = ParkingLot;
   static inline asio::execution_context::id id;
   explicit ParkingLot(asio::execution_context& context)
-      : service(context),
-        io_(static_cast<asio::io_context&>(context)),
-        timer_(io_),
-        events_(io_) {}
+      : service(context), io_(static_cast<asio::io_context&>(context)), timer_(io_), events_(io_) {}
   void attach(Worker& worker);
 
   void enter(Http1Connection* c, Clock::time_point since);
@@ -1576,8 +1575,7 @@ void ParkingLot::arm() {
     if (idle_[shift].head)
       earliest = std::min(earliest, idle_[shift].head->idle_since_ + park_delay(shift));
   if (waiting_.head != kNone) earliest = std::min(earliest, records_[waiting_.head].deadline);
-  if (lingering_.head != kNone)
-    earliest = std::min(earliest, records_[lingering_.head].deadline);
+  if (lingering_.head != kNone) earliest = std::min(earliest, records_[lingering_.head].deadline);
   if (earliest == Clock::time_point::max() || (armed_ && armed_for_ <= earliest)) return;
   armed_ = true;
   armed_for_ = earliest;
@@ -1615,9 +1613,6 @@ void ParkingLot::shutdown() {
   waiting_ = lingering_ = {};
   free_ = kNone;
 }
-
-namespace {
-}  // namespace
 
 void start_connection(Worker& worker, Stream stream, const ListenerInfo& listener) {
   launch(worker, std::move(stream), listener, Http1Connection::Resumed{});

@@ -56,8 +56,8 @@ bool is_field(std::string_view name, std::string_view lower) {
 
 bool is_connection_specific(std::string_view name) {
   using namespace std::string_view_literals;
-  for (auto banned : {"connection"sv, "keep-alive"sv, "proxy-connection"sv,
-                      "transfer-encoding"sv, "upgrade"sv, "http2-settings"sv})
+  for (auto banned : {"connection"sv, "keep-alive"sv, "proxy-connection"sv, "transfer-encoding"sv,
+                      "upgrade"sv, "http2-settings"sv})
     if (is_field(name, banned)) return true;
   return false;
 }
@@ -322,7 +322,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   // nghttp2 last took some: a counter, not a clock read per stream.
   std::uint64_t progress_check_ = 0;
   void note_progress();
-  std::uint64_t body_bytes_ = 0;     // response body bytes the app sent
+  std::uint64_t body_bytes_ = 0;  // response body bytes the app sent
 };
 
 class Http2Connection final : public worker::Connection,
@@ -1132,8 +1132,7 @@ asio::awaitable<void> Http2Stream::operator()(SendEvent event) {
     start_response(*start);
   else if (auto* body = std::get_if<HttpResponseBody>(&event)) {
     if (queue_body(*body)) co_await wait_to_send();
-  }
-  else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event))
+  } else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event))
     send_trailers(*trailers);
   else
     throw ProtocolError("lifespan message sent in an http scope");
@@ -1191,7 +1190,9 @@ void Http2Stream::submit_response(bool end_stream) {
   response_ = Response::head_sent;
 }
 
-void Http2Stream::note_progress() { progress_check_ = c_->stall_checks(); }
+void Http2Stream::note_progress() {
+  progress_check_ = c_->stall_checks();
+}
 
 // No coroutine of its own: a send() that need not wait (almost all) costs one frame.
 bool Http2Stream::queue_body(const HttpResponseBody& body) {
