@@ -308,16 +308,22 @@ def read_until(c, end, count=1):
     return data
 
 
+def parked_connection(s):
+    """A connection that made one request and has been parked."""
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_until(c, b"Hello, World!")
+    s.wait_log(r"parked after 1 request\(s\)")
+    return c
+
+
 def test_a_parked_connection_serves_its_next_requests_and_closes_at_keepalive(start_server):
-    # After a second idle, a keep-alive connection is parked (its coroutine and object
-    # end; the socket waits with a read that holds no buffer). It must go on exactly as
-    # an idle connection would: requests served, pipelining and split heads included,
-    # and closed (not reset) at the keep-alive deadline.
+    # Soon after it goes idle, a keep-alive connection is parked (its coroutine and
+    # object end; the parking lot keeps the socket in an epoll set of its own). It must
+    # go on exactly as an idle connection would: requests served, pipelining and split
+    # heads included, and closed (not reset) at the keep-alive deadline.
     s = start_server("-w", "1", "--keep-alive", "4", "--log-level", "debug")
-    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        read_until(c, b"Hello, World!")
-        s.wait_log(r"parked after 1 request\(s\)")
+    with parked_connection(s) as c:
         c.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
         c.sendall(b"st: x\r\n\r\n")
         data = read_until(c, b"Hello, World!")
@@ -433,10 +439,7 @@ def test_a_parked_connection_keeps_its_client_and_listener(start_server, tmpdir_
 
 def test_draining_closes_a_parked_connection_after_the_drain_window(start_server):
     s = start_server("-w", "1", "--keep-alive", "60", "--log-level", "debug")
-    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        read_until(c, b"Hello, World!")
-        s.wait_log(r"parked after 1 request\(s\)")
+    with parked_connection(s) as c:
         start = time.monotonic()
         s.signal(signal.SIGTERM)
         assert c.recv(4096) == b""  # the drain window is min(keepalive, 2 s), not 60 s

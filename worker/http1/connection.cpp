@@ -1414,19 +1414,17 @@ void ParkingLot::park(Stream& stream, const ListenerInfo& listener, std::uint64_
   r.deadline = deadline;
   r.listener = &listener;
   r.peer = stream.peer();
+  link(waiting_, i);
+  worker_->count_opened();
+  if (auto* m = worker_->counters()) m->add(m->connections[int(metrics::Protocol::http1)], 1);
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u32 = i;
   if (::epoll_ctl(events_.native_handle(), EPOLL_CTL_ADD, fd, &ev) != 0) {
     log::warning("Parking a connection: epoll_ctl: {}; closing it", std::strerror(errno));
-    ::close(fd);
-    r.state = State::free;
-    r.next = std::exchange(free_, i);
+    close(i);
     return;
   }
-  link(waiting_, i);
-  worker_->count_opened();
-  if (auto* m = worker_->counters()) m->add(m->connections[int(metrics::Protocol::http1)], 1);
   arm();
 }
 
