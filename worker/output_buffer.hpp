@@ -27,6 +27,10 @@ class OutputBuffer {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   void clear() { size_ = 0; }
+  void drop_front(size_t n) {  // what a partial write took
+    std::memmove(data_.get(), data_.get() + n, size_ - n);
+    size_ -= n;
+  }
   void assign(std::string_view s) {
     clear();
     append(s);

@@ -46,6 +46,31 @@ class Stream {
     return asio::async_write(*std::get<1>(s_), b, use_nothrow);
   }
 
+  // One non-blocking send of `first` then `second`, where the socket is plain: how many
+  // bytes it took (0 when it would block, and always over TLS). A response nearly always
+  // fits the socket's buffer, and then this is its whole write: no Asio operation, no
+  // turn of the event loop to complete one. What is left goes through write(), with its
+  // deadline. An error comes back in `ec`.
+  size_t write_now(std::string_view first, std::string_view second,
+                   boost::system::error_code& ec) {
+    auto* plain = std::get_if<Socket>(&s_);
+    if (!plain) return 0;
+    if (writes_until_nodelay_ && --writes_until_nodelay_ == 0) set_nodelay();
+    iovec iov[2] = {{const_cast<char*>(first.data()), first.size()},
+                    {const_cast<char*>(second.data()), second.size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = second.empty() ? 1 : 2;
+    for (;;) {
+      const ssize_t n = ::sendmsg(plain->native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        ec = boost::system::error_code(errno, asio::error::get_system_category());
+      return 0;
+    }
+  }
+
   Socket& socket() {
     if (auto* plain = std::get_if<Socket>(&s_)) return *plain;
     return std::get<1>(s_)->next_layer();

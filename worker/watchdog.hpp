@@ -1,7 +1,10 @@
 // A deadline for whatever a connection is waiting on: when it passes, the stream's
 // pending operations are cancelled and expired() turns true. Setting a deadline costs
 // a store; the timer is re-armed only when it fires early or must fire sooner (Asio's
-// "watchdog" pattern), so a busy connection does not touch the timer per request.
+// "watchdog" pattern), so a busy connection does not touch the timer per request. The
+// timer itself is made when first armed: a connection that never waits (a new
+// connection whose request is already there, answered and closed) never makes one, and
+// making one looks up Asio's timer service.
 #pragma once
 
 #include "worker/stream.hpp"
@@ -10,6 +13,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 
 namespace tricorn::worker {
 
@@ -18,7 +22,7 @@ class Watchdog {
   using Clock = std::chrono::steady_clock;
   static constexpr Clock::time_point kNever = Clock::time_point::max();
 
-  Watchdog(Stream& stream, asio::any_io_executor ex) : stream_(&stream), timer_(ex) {}
+  explicit Watchdog(Stream& stream) : stream_(&stream) {}
 
   // `owner` is kept alive while the timer is armed (the connection object).
   void set(Clock::time_point deadline, const std::shared_ptr<void>& owner) {
@@ -28,14 +32,14 @@ class Watchdog {
     if (!armed_)
       arm(owner);
     else if (deadline_ < armed_for_)
-      timer_.cancel();  // the handler re-arms sooner
+      timer_->cancel();  // the handler re-arms sooner
   }
   void clear() { deadline_ = kNever; }
   bool expired() const { return expired_; }
   Clock::time_point deadline() const { return deadline_; }
   void stop() {
     stopped_ = true;
-    if (armed_) timer_.cancel();
+    if (armed_) timer_->cancel();
   }
   void retarget(Stream& stream) { stream_ = &stream; }
 
@@ -43,8 +47,9 @@ class Watchdog {
   void arm(std::shared_ptr<void> owner) {
     armed_ = true;
     armed_for_ = deadline_;
-    timer_.expires_at(deadline_);
-    timer_.async_wait([this, owner = std::move(owner)](boost::system::error_code) mutable {
+    if (!timer_) timer_.emplace(stream_->executor());
+    timer_->expires_at(deadline_);
+    timer_->async_wait([this, owner = std::move(owner)](boost::system::error_code) mutable {
       armed_ = false;
       if (stopped_ || deadline_ == kNever) return;
       if (Clock::now() >= deadline_) {
@@ -57,7 +62,7 @@ class Watchdog {
   }
 
   Stream* stream_;
-  asio::steady_timer timer_;
+  std::optional<asio::steady_timer> timer_;
   Clock::time_point deadline_ = kNever;
   Clock::time_point armed_for_ = kNever;
   bool armed_ = false;

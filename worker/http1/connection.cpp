@@ -147,7 +147,7 @@ class Http1Connection final : public worker::Connection,
         stream_(std::move(stream)),
         listener_(listener),
         lot_(worker.parking_lot()),
-        watchdog_(stream_, stream_.executor()),
+        watchdog_(stream_),
         limits_{static_cast<size_t>(worker.config().limit_request_line),
                 static_cast<size_t>(worker.config().limit_request_fields),
                 static_cast<size_t>(worker.config().limit_request_field_size)},
@@ -215,6 +215,7 @@ class Http1Connection final : public worker::Connection,
 
   // Socket I/O with deadlines.
   asio::awaitable<size_t> read_some(Wait wait);
+  bool flushed_now();
   asio::awaitable<void> flush(std::string_view extra = {});
   void set_deadline(Wait wait);
   Clock::time_point drain_deadline() const;
@@ -223,6 +224,7 @@ class Http1Connection final : public worker::Connection,
   bool make_room_for_head();
   void release_buffer();
   asio::awaitable<size_t> read_idle();
+  size_t read_first_now();
   bool may_park() const;
   void park();
   void note_read(size_t n, size_t space);
@@ -478,7 +480,7 @@ asio::awaitable<void> Http1Connection::run() {
     if (begin_ == end_) begin_ = end_ = 0;
   }
   if (handed_off_) co_return;
-  co_await flush();
+  if (!flushed_now()) co_await flush();
   if (needs_linger()) {
     co_await linger_close();
   } else {
@@ -796,7 +798,7 @@ void Http1Connection::set_deadline(Wait wait) {
 
 // Reads into the free space at the end of the buffer. Returns 0 on EOF, error or timeout.
 asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
-  co_await flush();
+  if (!flushed_now()) co_await flush();
   set_deadline(wait);
   const size_t space = cap_ - end_;
   auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.get() + end_, space));
@@ -807,15 +809,36 @@ asio::awaitable<size_t> Http1Connection::read_some(Wait wait) {
   co_return n;
 }
 
+// flush() without a coroutine frame when the socket takes all of out_ at once, as it
+// nearly always does: true when nothing is left to write. What it could not write, or an
+// error, is left to flush(), which waits with a deadline (and finds the error again).
+bool Http1Connection::flushed_now() {
+  if (out_.empty()) return true;
+  boost::system::error_code ec;
+  const size_t n = stream_.write_now(out_.view(), {}, ec);
+  count_bytes(&metrics::WorkerCounters::bytes_out, n);
+  out_.drop_front(n);
+  return out_.empty();
+}
+
 asio::awaitable<void> Http1Connection::flush(std::string_view extra) {
   if (out_.empty() && extra.empty()) co_return;
-  set_deadline(Wait::send);
-  std::array<asio::const_buffer, 2> buffers{asio::buffer(out_.data(), out_.size()),
-                                            asio::buffer(extra)};
-  auto [ec, n] = co_await stream_.write(buffers);
-  watchdog_.clear();
+  std::string_view first = out_.view();
+  boost::system::error_code ec;
+  size_t written = stream_.write_now(first, extra, ec);
+  if (!ec && written < first.size() + extra.size()) {
+    const size_t from_first = std::min(written, first.size());
+    first.remove_prefix(from_first);
+    extra.remove_prefix(written - from_first);
+    set_deadline(Wait::send);
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(first), asio::buffer(extra)};
+    auto [wec, n] = co_await stream_.write(buffers);
+    watchdog_.clear();
+    ec = wec;
+    written += n;
+  }
   out_.clear();
-  count_bytes(&metrics::WorkerCounters::bytes_out, n);
+  count_bytes(&metrics::WorkerCounters::bytes_out, written);
   if (ec) {
     disconnected_ = true;
     throw ClientGone(watchdog_.expired() ? "send timeout" : ec.message());
@@ -918,7 +941,9 @@ void Http1Connection::abort() {
 // OpenSSL, which may hold decrypted bytes the socket no longer shows as readable.
 // Returns 0 on EOF, error or the end of the keep-alive.
 asio::awaitable<size_t> Http1Connection::read_idle() {
-  co_await flush();
+  if (!flushed_now()) co_await flush();
+  if (requests_ == 0 && !buf_ && !stream_.is_tls())
+    if (size_t n = read_first_now()) co_return n;
   const auto& c = worker_.config();
   const auto idle_since = Clock::now();
   idle_deadline_ = idle_since + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
@@ -958,6 +983,26 @@ asio::awaitable<size_t> Http1Connection::read_idle() {
     note_read(read.bytes, cap_);
     co_return read.bytes;
   }
+}
+
+// A new connection's request has usually arrived by the time it is accepted: read it
+// with one recv before any deadline is set, since a deadline arms a timer that would be
+// cancelled a moment later. 0 when nothing is there yet (or the peer is already gone,
+// which the waiting read then finds out).
+size_t Http1Connection::read_first_now() {
+  auto buffer = worker_.buffers().take();
+  ssize_t n;
+  do {
+    n = ::recv(stream_.native_handle(), buffer.get(), kInitialBuffer, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    worker_.buffers().give(std::move(buffer));
+    return 0;
+  }
+  buf_ = std::move(buffer);
+  cap_ = kInitialBuffer;
+  note_read(static_cast<size_t>(n), cap_);
+  return static_cast<size_t>(n);
 }
 
 void Http1Connection::note_read(size_t n, size_t space) {
@@ -1097,7 +1142,7 @@ asio::awaitable<ReceiveEvent> Http1Connection::receive_body() {
 asio::awaitable<ReceiveEvent> Http1Connection::read_large_body() {
   if (!body_buf_) body_buf_ = std::make_unique_for_overwrite<char[]>(kLargeBodyRead);
   const size_t want = static_cast<size_t>(std::min<std::uint64_t>(body_remaining_, kLargeBodyRead));
-  co_await flush();
+  if (!flushed_now()) co_await flush();
   set_deadline(Wait::body);
   auto [ec, n] = co_await stream_.read_some(asio::buffer(body_buf_.get(), want));
   watchdog_.clear();
@@ -1117,7 +1162,7 @@ asio::awaitable<ReceiveEvent> Http1Connection::read_large_body() {
 // ASGI: once the body is read, receive() blocks until the client goes away (or the
 // response is complete). Bytes that arrive meanwhile are pipelined requests: keep them.
 asio::awaitable<ReceiveEvent> Http1Connection::wait_for_disconnect() {
-  co_await flush();
+  if (!flushed_now()) co_await flush();
   for (;;) {
     if (end_ == cap_) {
       // No room to keep pipelined bytes: just wait for readability and peek.
@@ -1152,7 +1197,7 @@ asio::awaitable<void> Http1Connection::operator()(SendEvent event) {
       co_await flush(large);
       end_piece(true);
     }
-    if (body->more_body) co_await flush();
+    if (body->more_body && !flushed_now()) co_await flush();
   } else if (auto* trailers = std::get_if<HttpResponseTrailers>(&event)) {
     send_trailers(*trailers);
   } else {

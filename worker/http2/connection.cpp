@@ -332,8 +332,8 @@ class Http2Connection final : public worker::Connection,
       : worker_(worker),
         stream_(std::move(stream)),
         listener_(listener),
-        idle_watchdog_(stream_, stream_.executor()),
-        send_watchdog_(stream_, stream_.executor()),
+        idle_watchdog_(stream_),
+        send_watchdog_(stream_),
         writer_wake_(stream_.executor()),
         writer_exit_(stream_.executor()),
         notice_timer_(stream_.executor()),
@@ -578,9 +578,17 @@ asio::awaitable<void> Http2Connection::write_loop() {
     while (session_ && (n = nghttp2_session_mem_send(session_, &data)) > 0)
       out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     if (!out_.empty()) {
-      send_watchdog_.set(Clock::now() + seconds(worker_.config().send_timeout), shared_from_this());
-      auto [ec, written] = co_await stream_.write(asio::buffer(out_));
-      send_watchdog_.clear();
+      boost::system::error_code ec;
+      size_t written = stream_.write_now(out_, {}, ec);
+      if (!ec && written < out_.size()) {
+        send_watchdog_.set(Clock::now() + seconds(worker_.config().send_timeout),
+                           shared_from_this());
+        size_t n;
+        std::tie(ec, n) = co_await stream_.write(asio::buffer(out_.data() + written,
+                                                              out_.size() - written));
+        send_watchdog_.clear();
+        written += n;
+      }
       if (auto* m = worker_.counters()) m->add(m->bytes_out, written);
       out_.clear();
       if (ec) break;
