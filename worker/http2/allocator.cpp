@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <vector>
 
 namespace tricorn::worker::http2 {
 namespace {
@@ -26,15 +25,20 @@ class Pool {
  public:
   ~Pool() {
     for (auto& list : free_)
-      for (void* block : list) std::free(block);
+      while (FreeBlock* b = list.head) {
+        list.head = b->next;
+        std::free(b);
+      }
   }
 
   void* allocate(size_t size) {
     const unsigned char c = class_of(size);
     Header* h;
-    if (c != kUnpooled && !free_[c].empty()) {
-      h = static_cast<Header*>(free_[c].back());
-      free_[c].pop_back();
+    if (c != kUnpooled && free_[c].head) {
+      FreeBlock* b = free_[c].head;
+      free_[c].head = b->next;
+      --free_[c].count;
+      h = &b->header;
     } else {
       const size_t bytes = c == kUnpooled ? size : kClassSizes[c];
       h = static_cast<Header*>(std::malloc(sizeof(Header) + bytes));
@@ -48,10 +52,14 @@ class Pool {
     if (!p) return;
     Header* h = static_cast<Header*>(p) - 1;
     const unsigned char c = h->size_class;
-    if (c == kUnpooled || free_[c].size() >= kRetainedBytesPerClass / kClassSizes[c])
+    if (c == kUnpooled || free_[c].count >= kRetainedBytesPerClass / kClassSizes[c]) {
       std::free(h);
-    else
-      free_[c].push_back(h);
+      return;
+    }
+    auto* b = reinterpret_cast<FreeBlock*>(h);
+    b->next = free_[c].head;
+    free_[c].head = b;
+    ++free_[c].count;
   }
 
   void* resize(void* p, size_t size) {
@@ -77,7 +85,17 @@ class Pool {
     return kUnpooled;
   }
 
-  std::array<std::vector<void*>, kClassSizes.size()> free_;
+  // A free block is its own list link (in the payload, which every class has room
+  // for): taking or giving one is two stores, with no vector to grow.
+  struct FreeBlock {
+    Header header;
+    FreeBlock* next;
+  };
+  struct FreeList {
+    FreeBlock* head = nullptr;
+    size_t count = 0;
+  };
+  std::array<FreeList, kClassSizes.size()> free_;
 };
 
 Pool& pool() {

@@ -62,10 +62,15 @@ bool is_connection_specific(std::string_view name) {
   return false;
 }
 
+// nghttp2 takes the bytes of response fields without copying (or lower-casing) them:
+// names are lower-cased already, and every byte lives in the stream (its FieldLists and
+// status text) until nghttp2 has packed the HEADERS frame. A stream is recycled only
+// after nghttp2 has closed it, and nghttp2 never packs a frame for a closed stream, nor
+// reads the bytes when it drops one.
 nghttp2_nv make_nv(std::string_view name, std::string_view value) {
   return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
           reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-          NGHTTP2_NV_FLAG_NONE};
+          NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
 }
 
 class Http2Connection;
@@ -310,6 +315,7 @@ class Http2Stream final : public Receive, public Send, public websocket::Transpo
   using Response = ResponseStage;
   Response response_ = Response::none;
   int status_ = 0;
+  char status_text_[4] = {};  // :status, which nghttp2 reads when it packs the HEADERS
   FieldList& response_fields_;
   FieldList& trailer_fields_;
   bool trailers_expected_ = false;
@@ -1010,7 +1016,14 @@ asio::awaitable<void> Http2Stream::run_app() {
     co_await serve_websocket();
     co_return;
   }
-  auto outcome = co_await call_app(c_->worker(), scope_, *this, *this);
+  AppOutcome outcome;  // as call_app, without its coroutine frame per stream
+  try {
+    co_await c_->worker().run_app(scope_, *this, *this);
+  } catch (const ClientGone&) {
+    outcome.client_gone = true;
+  } catch (const std::exception& e) {
+    outcome.failure = e.what();
+  }
   c_->worker().on_request_done();
   if (log::access_enabled())
     write_access_log(c_->worker().config(),
@@ -1163,7 +1176,8 @@ void Http2Stream::start_response(const HttpResponseStart& start) {
   response_ = Response::started;
 }
 
-// The fields as nghttp2 takes them (it copies them): on the stack for any usual count.
+// The fields as nghttp2 takes them (the array is copied, the bytes not: see make_nv), on
+// the stack for any usual count.
 template <typename F>
 void with_nv(const FieldList& fields, std::string_view status, F&& submit) {
   constexpr size_t kOnStack = 32;
@@ -1183,15 +1197,14 @@ void with_nv(const FieldList& fields, std::string_view status, F&& submit) {
 }
 
 void Http2Stream::submit_response(bool end_stream) {
-  char status[8];
-  auto [status_end, ec] = std::to_chars(status, status + sizeof status, status_);
+  auto [status_end, ec] = std::to_chars(status_text_, status_text_ + sizeof status_text_, status_);
   nghttp2_data_provider provider{};
   provider.source.ptr = this;
   provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length,
                               uint32_t* flags, nghttp2_data_source* source, void*) -> ssize_t {
     return static_cast<Http2Stream*>(source->ptr)->read_body(buf, length, flags);
   };
-  with_nv(response_fields_, {status, static_cast<size_t>(status_end - status)},
+  with_nv(response_fields_, {status_text_, static_cast<size_t>(status_end - status_text_)},
           [&](const nghttp2_nv* nva, size_t n) {
             nghttp2_submit_response(c_->session(), id_, nva, n, end_stream ? nullptr : &provider);
           });
