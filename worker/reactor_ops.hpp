@@ -165,10 +165,6 @@ class PooledReadOp : public asio::detail::reactor_op {
   PooledRead read_;
 };
 
-struct SocketAccess : Socket {
-  static auto& impl(Socket& s) { return (s.*&SocketAccess::impl_).get_implementation(); }
-};
-
 template <template <typename, typename> class Op>
 struct Completion;
 template <>
@@ -187,6 +183,7 @@ auto start_reactor_op(Socket& socket, asio::detail::reactor& reactor, Token&& to
   return asio::async_initiate<Token, typename Completion<Op>::signature>(
       [&socket, &reactor, &args...](auto handler) {
         using TheOp = Op<decltype(handler), Socket::executor_type>;
+        register_if_deferred(socket, reactor);
         auto& impl = SocketAccess::impl(socket);
         const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
         typename TheOp::ptr p = {asio::detail::addressof(handler), TheOp::ptr::allocate(handler),

@@ -4,6 +4,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -32,6 +33,35 @@ inline void adopt_accepted(Socket& socket) {
   namespace ops = asio::detail::socket_ops;
   auto& state = SocketAccess::impl(socket).state_;
   state = (state & ~ops::possible_dup) | ops::internal_non_blocking;
+}
+
+// An accepted socket that Asio holds without registering it with the reactor: a new
+// connection whose request has arrived, is answered at once and closed never waits, and
+// then never needs its epoll_ctl(ADD) (nor the kernel's removal from the set at close).
+// The first operation that must wait registers it (register_if_deferred); an unregistered
+// socket is one that is open with no reactor state, which Asio's close, cancel and
+// release accept as they are. Epoll reports a descriptor that is already readable when
+// it is added, so nothing that arrived before is missed.
+inline void adopt_unregistered(Socket& socket, Socket::protocol_type protocol, int fd) {
+  namespace ops = asio::detail::socket_ops;
+  auto& impl = SocketAccess::impl(socket);
+  impl.socket_ = fd;
+  impl.state_ = ops::stream_oriented | ops::internal_non_blocking;
+  impl.protocol_ = protocol;
+}
+
+// A registration that fails leaves no reactor state: the operation then fails
+// (bad_descriptor) and the connection closes.
+inline void register_if_deferred(Socket& socket, asio::detail::reactor& reactor) {
+  auto& impl = SocketAccess::impl(socket);
+  if (impl.socket_ != asio::detail::invalid_socket && !impl.reactor_data_)
+    reactor.register_descriptor(impl.socket_, impl.reactor_data_);
+}
+inline void register_if_deferred(Socket& socket) {
+  auto& impl = SocketAccess::impl(socket);
+  if (impl.socket_ != asio::detail::invalid_socket && !impl.reactor_data_)
+    register_if_deferred(socket, asio::use_service<asio::detail::reactor>(
+                                     asio::query(socket.get_executor(), asio::execution::context)));
 }
 
 // The family and protocol the socket was opened with, which Asio keeps (no system call).

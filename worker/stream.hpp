@@ -35,15 +35,27 @@ class Stream {
 
   template <typename Buffers>
   asio::awaitable<std::tuple<boost::system::error_code, size_t>> read_some(const Buffers& b) {
-    if (auto* plain = std::get_if<Socket>(&s_)) return plain->async_read_some(b, use_nothrow);
+    if (auto* plain = std::get_if<Socket>(&s_)) {
+      register_if_deferred(*plain);
+      return plain->async_read_some(b, use_nothrow);
+    }
     return std::get<1>(s_)->async_read_some(b, use_nothrow);
   }
 
   template <typename Buffers>
   asio::awaitable<std::tuple<boost::system::error_code, size_t>> write(const Buffers& b) {
     if (writes_until_nodelay_ && --writes_until_nodelay_ == 0) set_nodelay();
-    if (auto* plain = std::get_if<Socket>(&s_)) return asio::async_write(*plain, b, use_nothrow);
+    if (auto* plain = std::get_if<Socket>(&s_)) {
+      register_if_deferred(*plain);
+      return asio::async_write(*plain, b, use_nothrow);
+    }
     return asio::async_write(*std::get<1>(s_), b, use_nothrow);
+  }
+
+  // The socket, for an Asio operation started on it directly (see adopt_unregistered).
+  Socket& socket_to_wait_on() {
+    register_if_deferred(socket());
+    return socket();
   }
 
   // One non-blocking send of `first` then `second`, where the socket is plain: how many

@@ -214,8 +214,18 @@ asio::awaitable<void> Worker::accept_loop(Acceptor& a) {
       continue;
     }
     if (ec) continue;  // the peer reset before we accepted: nothing to do
-    Socket socket(io_, a.protocol, accepted.fd);
-    adopt_accepted(socket);
+    Socket socket(io_);
+    if (tls_ || config().proxy_protocol) {  // these wait on the socket from the start
+      boost::system::error_code assign_failed;
+      socket.assign(a.protocol, accepted.fd, assign_failed);
+      if (assign_failed) {
+        ::close(accepted.fd);
+        continue;
+      }
+      adopt_accepted(socket);
+    } else {
+      adopt_unregistered(socket, a.protocol, accepted.fd);
+    }
     Address peer;
     if (!a.info.is_unix) {
       auto p = address_of(accepted.address);

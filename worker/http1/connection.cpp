@@ -1166,7 +1166,8 @@ asio::awaitable<ReceiveEvent> Http1Connection::wait_for_disconnect() {
   for (;;) {
     if (end_ == cap_) {
       // No room to keep pipelined bytes: just wait for readability and peek.
-      auto [ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, use_nothrow);
+      auto [ec] = co_await stream_.socket_to_wait_on().async_wait(asio::socket_base::wait_read,
+                                                                  use_nothrow);
       char probe;
       if (ec || ::recv(stream_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT) == 0) break;
       asio::steady_timer pause(stream_.executor(), 100ms);
