@@ -105,3 +105,30 @@ def test_http2_streams_allocate_nothing_but_hpacks_date(counted_server):
     load.run(8000)
     seconds = time.monotonic() - started
     assert s.allocations() - before <= 6 * math.ceil(seconds + 1), (s.allocations() - before, seconds)
+
+
+class NewConnections:
+    """A connection per request, closed by the client's Connection: close."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def run(self, requests):
+        for _ in range(requests):
+            with socket.create_connection(("127.0.0.1", self.port)) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(1 << 16):
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(BODY)
+
+
+def test_new_connections_allocate_nothing(counted_server):
+    # The connection object, its coroutine, its read buffer and its output all come from
+    # recycled memory: a new connection per request adds nothing either.
+    s = counted_server
+    load = NewConnections(s.port)
+    load.run(500)
+    before = s.allocations()
+    load.run(2000)
+    assert s.allocations() - before <= 4, s.allocations() - before

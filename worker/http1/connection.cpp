@@ -760,7 +760,7 @@ bool Http1Connection::build_scope() {
   scope_.raw_path = head_.path;
   scope_.query_string = head_.query;
   scope_.root_path = worker_.config().root_path;
-  scope_.headers = head_.headers;
+  scope_.headers = {head_.headers.data(), head_.headers.size()};
   if (forwarding_trusted_) {
     scope_.client = client_;
     apply_forwarded(scope_, worker_.forwarded_trusted());

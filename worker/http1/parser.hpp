@@ -7,6 +7,8 @@
 
 #include <tricorn/app.hpp>
 
+#include <boost/container/small_vector.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -28,7 +30,9 @@ struct RequestHead {
   std::string_view path;        // target up to '?'
   std::string_view query;       // after '?', without it
   int version_minor = 1;        // HTTP/1.0 or HTTP/1.1 (1.2+ is treated as 1.1)
-  std::vector<Header> headers;  // names lower-cased in place
+  // Names lower-cased in place. The first 16 fields live in the head itself: a new
+  // connection's request allocates nothing.
+  boost::container::small_vector<Header, 16> headers;
   BodyKind body = BodyKind::none;
   std::uint64_t content_length = 0;
   bool keep_alive = true;
