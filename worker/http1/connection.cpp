@@ -19,6 +19,7 @@
 #include "worker/http2/connection.hpp"
 #include "worker/output_buffer.hpp"
 #include "worker/reactor_ops.hpp"
+#include "worker/runners.hpp"
 #include "worker/watchdog.hpp"
 #include "worker/websocket/session.hpp"
 #include "worker/worker.hpp"
@@ -310,6 +311,14 @@ class Http1Connection final : public worker::Connection,
 void launch(Worker& worker, Stream stream, const ListenerInfo& listener,
             Http1Connection::Resumed resumed);
 
+// A connection, served on the worker's reused coroutines (worker/runners.hpp).
+struct ConnectionJob {
+  static constexpr std::string_view kWhat = "Connection";
+  std::shared_ptr<Http1Connection> connection;
+  asio::awaitable<void> run() { return connection->run(); }  // no frame of its own
+};
+using ConnectionRunners = Runners<ConnectionJob>;
+
 }  // namespace
 
 // --- parking ---------------------------------------------------------------------------
@@ -342,8 +351,15 @@ class ParkingLot : public asio::execution_context::service, public worker::Conne
   using key_type = ParkingLot;
   static inline asio::execution_context::id id;
   explicit ParkingLot(asio::execution_context& context)
-      : service(context), io_(static_cast<asio::io_context&>(context)), timer_(io_), events_(io_) {}
+      : service(context),
+        io_(static_cast<asio::io_context&>(context)),
+        runners_(asio::use_service<ConnectionRunners>(context)),
+        timer_(io_),
+        events_(io_) {}
   void attach(Worker& worker);
+  // The worker's HTTP/1.1 connection runners, looked up once (use_service takes a lock
+  // and walks the loop's services).
+  ConnectionRunners& runners() { return runners_; }
 
   void enter(Http1Connection* c, Clock::time_point since);
   void leave(Http1Connection* c);
@@ -395,6 +411,7 @@ class ParkingLot : public asio::execution_context::service, public worker::Conne
   void shutdown() override;
 
   asio::io_context& io_;
+  ConnectionRunners& runners_;
   Worker* worker_ = nullptr;
   asio::steady_timer timer_;
   asio::posix::stream_descriptor events_;  // the lot's epoll set
@@ -1381,16 +1398,8 @@ void launch(Worker& worker, Stream stream, const ListenerInfo& listener,
             Http1Connection::Resumed resumed) {
   auto c = std::allocate_shared<Http1Connection>(RecyclingAllocator<Http1Connection>(), worker,
                                                  std::move(stream), listener, std::move(resumed));
-  asio::co_spawn(c->executor(), c->run(), [c](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const boost::system::system_error& ex) {
-      log::debug("Connection closed: {}", ex.what());
-    } catch (const std::exception& ex) {
-      log::error("Connection closed on an error: {}", ex.what());
-    }
-  });
+  auto ex = c->executor();
+  worker.parking_lot().runners().run(ex, {std::move(c)});
 }
 
 bool Http1Connection::may_park() const {

@@ -12,6 +12,7 @@
 
 #include "worker/http2/allocator.hpp"
 #include "worker/reactor_ops.hpp"
+#include "worker/runners.hpp"
 
 #include "common/log.hpp"
 #include "worker/access_log.hpp"
@@ -129,39 +130,14 @@ class StreamRef {
   Http2Stream* s_ = nullptr;
 };
 
-// The coroutines that run streams' apps, kept and reused within a worker: co_spawn per
-// stream made a coroutine "thread" (its entry frame, a dispatch to start, a post and a
-// dispatch to end) for every request. A runner runs a stream's app, then waits for the
-// next stream; a stream starts on a waiting runner by resuming it, at once, as co_spawn
-// would have started a new one. Runners beyond kMaxIdle end.
-class AppRunners : public asio::execution_context::service {
- public:
-  using key_type = AppRunners;
-  static inline asio::execution_context::id id;
-  explicit AppRunners(asio::execution_context& context) : service(context) {}
-  static AppRunners& of(const asio::any_io_executor& ex) {
-    return asio::use_service<AppRunners>(asio::query(ex, asio::execution::context));
-  }
-  struct Job {
-    StreamRef stream;
-    std::shared_ptr<Http2Connection> connection;  // alive while its stream's app runs
-  };
-  void run(const asio::any_io_executor& ex, Job job);
-
- private:
-  static constexpr size_t kMaxIdle = 256;
-  // What `co_await next()` leaves behind: Asio's handler that resumes the runner.
-  using Waiting = asio::detail::awaitable_handler<asio::any_io_executor, Job>;
-  asio::awaitable<void> runner(Job job);
-  asio::awaitable<Job> next();
-  void shutdown() override {
-    closed_ = true;
-    idle_.clear();  // their frames are destroyed with the event loop
-  }
-
-  std::vector<Waiting> idle_;
-  bool closed_ = false;
+// A stream's app, run on the worker's reused coroutines (worker/runners.hpp).
+struct StreamJob {
+  static constexpr std::string_view kWhat = "HTTP/2 stream";
+  StreamRef stream;
+  std::shared_ptr<Http2Connection> connection;  // alive while its stream's app runs
+  asio::awaitable<void> run();
 };
+using AppRunners = Runners<StreamJob>;
 
 // Response fields (or trailers), copied out of the app's send() (its views end with
 // the call): lower-cased names and values back to back in one buffer, whose capacity a
@@ -723,39 +699,8 @@ void Http2Connection::start_stream_app(StreamRef s) {
   runners_.run(executor(), {std::move(s), shared_from_this()});
 }
 
-void AppRunners::run(const asio::any_io_executor& ex, Job job) {
-  if (idle_.empty()) {
-    asio::co_spawn(ex, runner(std::move(job)), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("HTTP/2 stream runner failed: {}", ex.what());
-      }
-    });
-    return;
-  }
-  Waiting resume = std::move(idle_.back());
-  idle_.pop_back();
-  std::move(resume)(std::move(job));
-}
-
-asio::awaitable<void> AppRunners::runner(Job job) {
-  for (;;) {
-    try {
-      co_await job.stream->run_app();
-    } catch (const std::exception& e) {
-      log::error("HTTP/2 stream failed: {}", e.what());
-    }
-    job = {};  // the stream goes back to its pool, the connection may end
-    if (closed_ || idle_.size() >= kMaxIdle) co_return;
-    job = co_await next();
-  }
-}
-
-asio::awaitable<AppRunners::Job> AppRunners::next() {
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Job)>(
-      [this](Waiting resume) { idle_.push_back(std::move(resume)); }, asio::use_awaitable);
+asio::awaitable<void> StreamJob::run() {
+  return stream->run_app();  // no frame of its own
 }
 
 int Http2Connection::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
