@@ -40,8 +40,9 @@ inline void adopt_accepted(Socket& socket) {
 // then never needs its epoll_ctl(ADD) (nor the kernel's removal from the set at close).
 // The first operation that must wait registers it (register_if_deferred); an unregistered
 // socket is one that is open with no reactor state, which Asio's close, cancel and
-// release accept as they are. Epoll reports a descriptor that is already readable when
-// it is added, so nothing that arrived before is missed.
+// release accept as they are. The descriptor must be non-blocking already (accept4's
+// SOCK_NONBLOCK), as Asio's state then says. Epoll reports a descriptor that is already readable
+// when it is added, so nothing that arrived before is missed.
 inline void adopt_unregistered(Socket& socket, Socket::protocol_type protocol, int fd) {
   namespace ops = asio::detail::socket_ops;
   auto& impl = SocketAccess::impl(socket);

@@ -63,8 +63,7 @@ class Stream {
   // fits the socket's buffer, and then this is its whole write: no Asio operation, no
   // turn of the event loop to complete one. What is left goes through write(), with its
   // deadline. An error comes back in `ec`.
-  size_t write_now(std::string_view first, std::string_view second,
-                   boost::system::error_code& ec) {
+  size_t write_now(std::string_view first, std::string_view second, boost::system::error_code& ec) {
     auto* plain = std::get_if<Socket>(&s_);
     if (!plain) return 0;
     if (writes_until_nodelay_ && --writes_until_nodelay_ == 0) set_nodelay();

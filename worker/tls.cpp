@@ -40,8 +40,7 @@ std::string openssl_reason() {
 }
 
 struct Handshake {
-  explicit Handshake(std::unique_ptr<TlsSocket> tls)
-      : stream(std::move(tls)), watchdog(stream) {}
+  explicit Handshake(std::unique_ptr<TlsSocket> tls) : stream(std::move(tls)), watchdog(stream) {}
   Stream stream;
   Watchdog watchdog;
 };

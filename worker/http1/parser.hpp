@@ -26,10 +26,10 @@ enum class BodyKind : std::uint8_t { none, length, chunked };
 
 struct RequestHead {
   std::string_view method;
-  std::string_view target;      // as received
-  std::string_view path;        // target up to '?'
-  std::string_view query;       // after '?', without it
-  int version_minor = 1;        // HTTP/1.0 or HTTP/1.1 (1.2+ is treated as 1.1)
+  std::string_view target;  // as received
+  std::string_view path;    // target up to '?'
+  std::string_view query;   // after '?', without it
+  int version_minor = 1;    // HTTP/1.0 or HTTP/1.1 (1.2+ is treated as 1.1)
   // Names lower-cased in place. The first 16 fields live in the head itself: a new
   // connection's request allocates nothing.
   boost::container::small_vector<Header, 16> headers;

@@ -566,8 +566,8 @@ asio::awaitable<void> Http2Connection::write_loop() {
         send_watchdog_.set(Clock::now() + seconds(worker_.config().send_timeout),
                            shared_from_this());
         size_t n;
-        std::tie(ec, n) = co_await stream_.write(asio::buffer(out_.data() + written,
-                                                              out_.size() - written));
+        std::tie(ec, n) =
+            co_await stream_.write(asio::buffer(out_.data() + written, out_.size() - written));
         send_watchdog_.clear();
         written += n;
       }
