@@ -509,7 +509,11 @@ bool Http2Connection::create_session() {
 #ifdef TRICORN_HAVE_MAX_CONTINUATIONS
   nghttp2_option_set_max_continuations(opt, 8);  // CONTINUATION flood (CVE-2024-27316)
 #endif
-  int rv = nghttp2_session_server_new3(&session_, cbs, this, opt, pooled_memory());
+  int rv;
+  {
+    SharedFrameBuffer shared;  // write_loop drains the session to the end, copying
+    rv = nghttp2_session_server_new3(&session_, cbs, this, opt, pooled_memory());
+  }
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   if (rv != 0) return false;
@@ -557,6 +561,7 @@ asio::awaitable<void> Http2Connection::write_loop() {
     write_requested_ = false;
     const uint8_t* data;
     ssize_t n;
+    // To the end, copying as it goes: the frame buffer is shared (allocator.hpp).
     while (session_ && (n = nghttp2_session_mem_send(session_, &data)) > 0)
       out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     if (!out_.empty()) {
