@@ -29,11 +29,15 @@ namespace http1 {
 class ParkingLot;
 }
 
-// What a connection offers the worker: it can be told that the worker is draining.
+// What a connection offers the worker: it can be told that the worker is draining, and
+// of each heartbeat.
 // Connections link themselves into the worker's list for their lifetime.
 class Connection {
  public:
   virtual void on_drain() = 0;
+  // At each heartbeat of the worker (at most a second apart), for checks that need no
+  // timer of their own.
+  virtual void on_heartbeat(std::chrono::steady_clock::time_point) {}
 
  protected:
   ~Connection() = default;

@@ -319,7 +319,6 @@ class Http2Connection final : public worker::Connection,
         writer_wake_(stream_.executor()),
         writer_exit_(stream_.executor()),
         notice_timer_(stream_.executor()),
-        stall_timer_(stream_.executor()),
         stream_pool_(StreamPool::of(stream_.executor())),
         runners_(AppRunners::of(stream_.executor())) {}
   ~Http2Connection() {
@@ -329,6 +328,7 @@ class Http2Connection final : public worker::Connection,
 
   asio::awaitable<void> run(std::string received, std::unique_ptr<UpgradedRequest> upgraded);
   void on_drain() override;
+  void on_heartbeat(Clock::time_point now) override;
 
   Worker& worker() { return worker_; }
   const ListenerInfo& listener() const { return listener_; }
@@ -359,7 +359,6 @@ class Http2Connection final : public worker::Connection,
   bool create_session();
   bool feed(const char* data, size_t size);
   asio::awaitable<void> write_loop();
-  asio::awaitable<void> reset_stalled_streams();
   void start_stream_app(StreamRef s);
   Http2Stream* stream_of(std::int32_t id);
   void update_idle_deadline();
@@ -383,8 +382,8 @@ class Http2Connection final : public worker::Connection,
   asio::steady_timer writer_wake_;
   asio::steady_timer writer_exit_;
   asio::steady_timer notice_timer_;
-  asio::steady_timer stall_timer_;
-  std::uint64_t stall_checks_ = 0;  // every half send_timeout
+  std::uint64_t stall_checks_ = 0;  // every half send_timeout, from the heartbeat
+  Clock::time_point next_stall_check_;
   StreamPool& stream_pool_;
   AppRunners& runners_;
   nghttp2_session* session_ = nullptr;
@@ -420,7 +419,6 @@ asio::awaitable<void> Http2Connection::run(std::string received,
       c->idle_watchdog_.stop();
       c->send_watchdog_.stop();
       c->notice_timer_.cancel();
-      c->stall_timer_.cancel();
       Http2Connection* self = c;
       self->for_each_stream([self](Http2Stream* s) {
         s->on_close(NGHTTP2_CANCEL);
@@ -431,6 +429,7 @@ asio::awaitable<void> Http2Connection::run(std::string received,
   } finish{this};
   client_ = stream_.peer();
   forwarding_trusted_ = worker_.trusts_forwarding_from(client_.host);
+  next_stall_check_ = Clock::now() + seconds(worker_.config().send_timeout) / 2;
   if (!create_session()) co_return;
   if (upgraded) {
     int rv = nghttp2_session_upgrade2(
@@ -449,8 +448,6 @@ asio::awaitable<void> Http2Connection::run(std::string received,
   // the GOAWAY they earn must still be written.
   writer_done_ = false;
   asio::co_spawn(executor(), write_loop(), [self = shared_from_this()](std::exception_ptr) {});
-  asio::co_spawn(executor(), reset_stalled_streams(),
-                 [self = shared_from_this()](std::exception_ptr) {});
   bool healthy = feed(received.data(), received.size());
   if (healthy && worker_.draining()) on_drain();
   wake_writer();
@@ -602,21 +599,19 @@ asio::awaitable<void> Http2Connection::write_loop() {
 // app forever. The stream is reset (CANCEL) and the app's send() fails; the connection
 // and its other streams go on. Checked every half send_timeout: a stream that made no
 // progress since before the check two checks ago has stalled for at least send_timeout,
-// so a stall ends within 1.5 x send_timeout.
-asio::awaitable<void> Http2Connection::reset_stalled_streams() {
-  const auto limit = seconds(worker_.config().send_timeout);
-  while (!closing_) {
-    stall_timer_.expires_after(limit / 2);
-    auto [ec] = co_await stall_timer_.async_wait(use_nothrow);
-    if (ec || closing_) co_return;
-    const std::uint64_t check = ++stall_checks_;
-    for_each_stream([&](Http2Stream* s) {
-      if (!s->stalled(check)) return;
-      log::info("HTTP/2 stream {} from {} reset: its flow-control window stayed closed for {}s",
-                s->id(), client_.host, worker_.config().send_timeout);
-      s->reset(NGHTTP2_CANCEL);
-    });
-  }
+// so a stall ends within 1.5 x send_timeout (and three heartbeats, at most 3 s). The
+// checks ride on the worker's heartbeat, which visits every connection: a coroutine and
+// a timer per connection had cost an idle one about a kilobyte.
+void Http2Connection::on_heartbeat(Clock::time_point now) {
+  if (closing_ || now < next_stall_check_) return;
+  next_stall_check_ = now + seconds(worker_.config().send_timeout) / 2;
+  const std::uint64_t check = ++stall_checks_;
+  for_each_stream([&](Http2Stream* s) {
+    if (!s->stalled(check)) return;
+    log::info("HTTP/2 stream {} from {} reset: its flow-control window stayed closed for {}s",
+              s->id(), client_.host, worker_.config().send_timeout);
+    s->reset(NGHTTP2_CANCEL);
+  });
 }
 
 // Reads into a buffer the read takes from the worker's pool only once there is something
