@@ -277,6 +277,22 @@ def test_64mib_upload_to_a_slow_consumer_stays_bounded(server, tmpdir_path):
     assert peak[0] - before < 16 * 1024, (before, peak[0])
 
 
+def test_many_connections_at_once_each_get_their_own_bytes(server, tmpdir_path):
+    # A worker's sessions share nghttp2's frame buffer between drains of their output:
+    # eight connections streaming different bodies at once must each get theirs intact.
+    procs = []
+    for i in range(8):
+        src = Path(tmpdir_path, f"up{i}.bin")
+        src.write_bytes(os.urandom(512 * 1024 + i * 4099))
+        out = Path(tmpdir_path, f"down{i}.bin")
+        procs.append((src, out, subprocess.Popen(
+            ["curl", "-sS", "--http2-prior-knowledge", "--data-binary", f"@{src}", "-o", str(out),
+             server.url + "/echo"])))
+    for src, out, p in procs:
+        assert p.wait(60) == 0
+        assert out.read_bytes() == src.read_bytes()
+
+
 def test_graceful_stop_finishes_open_streams_and_refuses_new_ones(start_server):
     s = start_server("-w", "1", "--graceful-timeout", "10")
     c = RawH2(s.port)
