@@ -49,6 +49,29 @@ struct PooledRead {
   std::unique_ptr<char[]> buffer;  // the pool's size; null when nothing was read
 };
 
+// One recv into a buffer from `pool`, taken for the call and given back unless bytes
+// came: true with them in `read`; false with `ec` set at EOF or on an error, or with
+// `ec` clear when there is nothing to read yet. MSG_DONTWAIT: it never blocks, whatever
+// state the descriptor is in.
+inline bool read_pooled_now(int fd, BufferPool& pool, PooledRead& read,
+                            boost::system::error_code& ec) {
+  if (!read.buffer) read.buffer = pool.take();
+  for (;;) {
+    const ssize_t n = ::recv(fd, read.buffer.get(), pool.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      read.bytes = static_cast<size_t>(n);
+      return true;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0)
+      ec = asio::error::eof;
+    else if (errno != EAGAIN && errno != EWOULDBLOCK)
+      ec = boost::system::error_code(errno, asio::error::get_system_category());
+    pool.give(std::move(read.buffer));
+    return false;
+  }
+}
+
 namespace reactor_detail {
 
 template <typename Handler, typename IoExecutor>
@@ -120,26 +143,11 @@ class PooledReadOp : public asio::detail::reactor_op {
 
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<PooledReadOp*>(base);
-    if (!o->read_.buffer) o->read_.buffer = o->pool_.take();
-    for (;;) {
-      const size_t size = o->pool_.size();
-      ssize_t n = ::recv(o->fd_, o->read_.buffer.get(), size, 0);
-      if (n > 0) {
-        o->read_.bytes = static_cast<size_t>(n);
-        // A short read drained the socket: like Asio's own read, tell the reactor not
-        // to try the next read before epoll says there is data.
-        return o->read_.bytes < size ? done_and_exhausted : done;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        o->pool_.give(std::move(o->read_.buffer));
-        return not_done;
-      }
-      o->ec_ = n == 0 ? boost::system::error_code(asio::error::eof)
-                      : boost::system::error_code(errno, asio::error::get_system_category());
-      o->pool_.give(std::move(o->read_.buffer));
-      return done_and_exhausted;
-    }
+    if (read_pooled_now(o->fd_, o->pool_, o->read_, o->ec_))
+      // A short read drained the socket: like Asio's own read, tell the reactor not to
+      // try the next read before epoll says there is data.
+      return o->read_.bytes < o->pool_.size() ? done_and_exhausted : done;
+    return o->ec_ ? done_and_exhausted : not_done;
   }
 
   static void do_complete(void* owner, asio::detail::operation* base,

@@ -1007,19 +1007,13 @@ asio::awaitable<size_t> Http1Connection::read_idle() {
 // cancelled a moment later. 0 when nothing is there yet (or the peer is already gone,
 // which the waiting read then finds out).
 size_t Http1Connection::read_first_now() {
-  auto buffer = worker_.buffers().take();
-  ssize_t n;
-  do {
-    n = ::recv(stream_.native_handle(), buffer.get(), kInitialBuffer, MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) {
-    worker_.buffers().give(std::move(buffer));
-    return 0;
-  }
-  buf_ = std::move(buffer);
+  PooledRead read;
+  boost::system::error_code ignored;
+  if (!read_pooled_now(stream_.native_handle(), worker_.buffers(), read, ignored)) return 0;
+  buf_ = std::move(read.buffer);
   cap_ = kInitialBuffer;
-  note_read(static_cast<size_t>(n), cap_);
-  return static_cast<size_t>(n);
+  note_read(read.bytes, cap_);
+  return read.bytes;
 }
 
 void Http1Connection::note_read(size_t n, size_t space) {
