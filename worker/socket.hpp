@@ -53,14 +53,18 @@ inline void adopt_unregistered(Socket& socket, Socket::protocol_type protocol, i
 
 // A registration that fails leaves no reactor state: the operation then fails
 // (bad_descriptor) and the connection closes.
+inline bool is_deferred(Socket& socket) {
+  auto& impl = SocketAccess::impl(socket);
+  return impl.socket_ != asio::detail::invalid_socket && !impl.reactor_data_;
+}
 inline void register_if_deferred(Socket& socket, asio::detail::reactor& reactor) {
   auto& impl = SocketAccess::impl(socket);
-  if (impl.socket_ != asio::detail::invalid_socket && !impl.reactor_data_)
-    reactor.register_descriptor(impl.socket_, impl.reactor_data_);
+  if (is_deferred(socket)) reactor.register_descriptor(impl.socket_, impl.reactor_data_);
 }
+// For callers without the reactor at hand: looked up (a walk of the loop's services)
+// only for a socket that still needs it, once per connection at most.
 inline void register_if_deferred(Socket& socket) {
-  auto& impl = SocketAccess::impl(socket);
-  if (impl.socket_ != asio::detail::invalid_socket && !impl.reactor_data_)
+  if (is_deferred(socket))
     register_if_deferred(socket, asio::use_service<asio::detail::reactor>(
                                      asio::query(socket.get_executor(), asio::execution::context)));
 }

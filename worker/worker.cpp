@@ -301,11 +301,7 @@ asio::awaitable<void> Worker::accept_proxied(Socket socket, const ListenerInfo& 
 void Worker::send_heartbeat() {
   control::send(params_.control_fd, control::Type::heartbeat);
   const auto now = steady_clock::now();
-  for (Connection* c = connections_; c;) {
-    Connection* next = c->next_;  // c may go while it is told
-    c->on_heartbeat(now);
-    c = next;
-  }
+  for (Connection* c = connections_; c; c = c->next_) c->on_heartbeat(now);
   auto interval = std::clamp(seconds(config().timeout / 4), steady_clock::duration(10ms),
                              steady_clock::duration(1s));
   heartbeat_.expires_after(interval);
