@@ -1,7 +1,10 @@
 // libFuzzer target: the HTTP/1.1 request parser and the chunked body decoder, fed
 // arbitrary bytes whole and split at a point the input chooses (the parser is
-// incremental, and a split must not change what it decides).
+// incremental, and a split must not change what it decides), and the parser's one-pass
+// path for whole heads held to the checked path's answer, field by field.
 #include "worker/http1/parser.hpp"
+
+#include "tests/common/parse_dump.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -12,14 +15,15 @@ using namespace tricorn::http1;
 
 namespace {
 
+const Limits kLimits{256, 16, 512};
+
 ParseResult parse(std::vector<char>& buf, size_t split, RequestHead& head) {
-  const Limits limits{256, 16, 512};
   ScanState scan;
   head.clear();
-  auto r = parse_request(buf.data(), split, limits, head, scan);
+  auto r = parse_request(buf.data(), split, kLimits, head, scan);
   if (r.kind != ParseResult::incomplete) return r;
   head.clear();
-  return parse_request(buf.data(), buf.size(), limits, head, scan);
+  return parse_request(buf.data(), buf.size(), kLimits, head, scan);
 }
 
 void decode_body(const char* data, size_t size) {
@@ -49,5 +53,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
     if (a.body == BodyKind::chunked)
       decode_body(whole.data() + a.head_size, whole.size() - a.head_size);
   }
+  std::vector<char> fast(data + 1, data + size), checked = fast;
+  RequestHead hf, hc;
+  ScanState sf, sc;
+  const auto rf = parse_request(fast.data(), fast.size(), kLimits, hf, sf);
+  const auto rc = parse_request_checked(checked.data(), checked.size(), kLimits, hc, sc);
+  using tricorn::http1::testing::dump_parse;
+  if (dump_parse(rf, hf, fast.data()) != dump_parse(rc, hc, checked.data())) std::abort();
   return 0;
 }

@@ -3,6 +3,10 @@
 #include <array>
 #include <cstring>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 namespace tricorn::http1 {
 namespace {
 
@@ -36,6 +40,18 @@ constexpr std::array<bool, 256> make_host_table() {
   return t;
 }
 constexpr auto kHostChar = make_host_table();
+
+// Request-target bytes: anything visible (RFC 9112 section 3.2 forms are checked after).
+constexpr std::array<bool, 256> make_target_table() {
+  std::array<bool, 256> t{};
+  for (int c = 0x21; c <= 0xff; ++c) t[c] = c != 0x7f;
+  return t;
+}
+constexpr auto kTargetChar = make_target_table();
+
+unsigned char byte(char c) {
+  return static_cast<unsigned char>(c);
+}
 
 char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
@@ -101,24 +117,8 @@ ParseResult scan_head(const char* data, size_t size, const Limits& limits, ScanS
   return kIncomplete;
 }
 
-ParseResult parse_request_line(std::string_view line, RequestHead& out) {
-  auto sp1 = line.find(' ');
-  if (sp1 == std::string_view::npos || sp1 == 0) return fail(400, "malformed request line");
-  out.method = line.substr(0, sp1);
-  if (!is_token(out.method)) return fail(400, "invalid method");
-  auto rest = line.substr(sp1 + 1);
-  auto sp2 = rest.find(' ');
-  if (sp2 == std::string_view::npos || sp2 == 0) return fail(400, "malformed request line");
-  out.target = rest.substr(0, sp2);
-  for (unsigned char c : out.target)
-    if (c <= 0x20 || c == 0x7f) return fail(400, "invalid character in request target");
-  auto version = rest.substr(sp2 + 1);
-  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
-      version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9')
-    return fail(400, "malformed HTTP version");
-  if (version[5] != '1') return fail(505, "HTTP version not supported");
-  out.version_minor = version[7] == '0' ? 0 : 1;
-
+// The request target's form (RFC 9112 section 3.2) and its path and query.
+ParseResult parse_target(RequestHead& out) {
   auto target = out.target;
   if (target.front() == '/') {
     // origin-form
@@ -137,6 +137,26 @@ ParseResult parse_request_line(std::string_view line, RequestHead& out) {
   out.path = target.substr(0, q);
   out.query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
   return kComplete;
+}
+
+ParseResult parse_request_line(std::string_view line, RequestHead& out) {
+  auto sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos || sp1 == 0) return fail(400, "malformed request line");
+  out.method = line.substr(0, sp1);
+  if (!is_token(out.method)) return fail(400, "invalid method");
+  auto rest = line.substr(sp1 + 1);
+  auto sp2 = rest.find(' ');
+  if (sp2 == std::string_view::npos || sp2 == 0) return fail(400, "malformed request line");
+  out.target = rest.substr(0, sp2);
+  for (unsigned char c : out.target)
+    if (c <= 0x20 || c == 0x7f) return fail(400, "invalid character in request target");
+  auto version = rest.substr(sp2 + 1);
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
+      version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9')
+    return fail(400, "malformed HTTP version");
+  if (version[5] != '1') return fail(505, "HTTP version not supported");
+  out.version_minor = version[7] == '0' ? 0 : 1;
+  return parse_target(out);
 }
 
 struct FramingFields {
@@ -193,13 +213,35 @@ ParseResult note_field(std::string_view name, std::string_view value, RequestHea
   return kComplete;
 }
 
+// The first byte at or after `p` that cannot be in a field value: 16 bytes at a time
+// (SSE2, which every x86-64 has) while they lie before `readable_end`, then one at a
+// time up to a terminator the caller guarantees (the CR ending the line). Values are
+// the longest part of most heads (User-Agent, Cookie), and the table loop costs about
+// six instructions a byte.
+const char* skip_value_chars(const char* p, const char* readable_end) {
+#ifdef __SSE2__
+  const __m128i tab = _mm_set1_epi8('\t'), del = _mm_set1_epi8(0x7f), unit = _mm_set1_epi8(0x1f);
+  while (readable_end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, unit), v);  // v <= 0x1f
+    const __m128i bad =
+        _mm_or_si128(_mm_andnot_si128(_mm_cmpeq_epi8(v, tab), control), _mm_cmpeq_epi8(v, del));
+    if (const int mask = _mm_movemask_epi8(bad)) return p + __builtin_ctz(mask);
+    p += 16;
+  }
+#endif
+  while (kValueChar[byte(*p)]) ++p;
+  return p;
+}
+
 // One field line, in one pass: the name (lower-cased where it lies) up to its colon, the
 // value up to CR LF, without optional whitespace. The head is known to end in CR LF CR LF,
 // and CR is neither a name nor a value character, so neither loop can run past it.
 // Returns false on anything irregular; field_line_error then says what.
-bool split_field_line(char* p, const char*& eol, std::string_view& name, std::string_view& value) {
+bool split_field_line(char* p, const char* readable_end, const char*& eol, std::string_view& name,
+                      std::string_view& value) {
   char* q = p;
-  while (kTchar[static_cast<unsigned char>(*q)]) {
+  while (kTchar[byte(*q)]) {
     *q = lower(*q);
     ++q;
   }
@@ -207,12 +249,12 @@ bool split_field_line(char* p, const char*& eol, std::string_view& name, std::st
   name = {p, static_cast<size_t>(q - p)};
   ++q;
   while (*q == ' ' || *q == '\t') ++q;
-  const char* v = q;
-  while (kValueChar[static_cast<unsigned char>(*q)]) ++q;
-  if (q[0] != '\r' || q[1] != '\n') return false;
-  eol = q;
-  while (q > v && (q[-1] == ' ' || q[-1] == '\t')) --q;
-  value = {v, static_cast<size_t>(q - v)};
+  const char* const v = q;
+  const char* e = skip_value_chars(v, readable_end);
+  if (e[0] != '\r' || e[1] != '\n') return false;
+  eol = e;
+  while (e > v && (e[-1] == ' ' || e[-1] == '\t')) --e;
+  value = {v, static_cast<size_t>(e - v)};
   return true;
 }
 
@@ -244,6 +286,89 @@ ParseResult decide_framing(RequestHead& out, const FramingFields& f) {
       out.version_minor >= 1 ? !f.connection_close : f.connection_keep_alive && !f.connection_close;
   if (f.connection_upgrade) out.upgrade = f.upgrade;
   return kComplete;
+}
+
+// Empty lines before the request line (a client's stray CRLF after a body) are skipped.
+size_t skip_empty_lines(const char* data, size_t size, ScanState& scan) {
+  size_t skip = 0;
+  while (skip + 1 < size && data[skip] == '\r' && data[skip + 1] == '\n') skip += 2;
+  if (skip > 0 && scan.pos < skip) scan = {skip, skip, 0};
+  return skip;
+}
+
+// The common case in one pass: a whole head, well-formed and within every limit, in a
+// buffer that ends where it ends (a request read alone, or the last of a pipelined
+// batch, with no body after it). It accepts nothing the checked path below refuses and
+// fills `out` exactly as that path would; anything else (a partial head, a body after
+// it, HTTP/1.2, any fault, a line over a limit) returns false and the checked path
+// decides, with its reasons. The buffer's final CR LF CR LF bounds every loop: CR is
+// neither a method, target, name nor value byte.
+bool parse_whole_head(char* data, size_t size, size_t skip, const Limits& limits,
+                      RequestHead& out) {
+  if (size < skip + 4 || std::memcmp(data + size - 4, "\r\n\r\n", 4) != 0) return false;
+  const char* const end = data + size;
+  out.clear();
+  char* p = data + skip;
+  const char* const line = p;
+  while (kTchar[byte(*p)]) ++p;
+  if (*p != ' ' || p == line) return false;
+  out.method = {line, static_cast<size_t>(p - line)};
+  const char* const target = ++p;
+  while (kTargetChar[byte(*p)]) ++p;
+  if (*p != ' ' || p == target) return false;
+  out.target = {target, static_cast<size_t>(p - target)};
+  ++p;
+  if (end - p < 10 || std::memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
+      p[8] != '\r' || p[9] != '\n' || static_cast<size_t>(p + 8 - line) > limits.request_line)
+    return false;
+  out.version_minor = p[7] - '0';
+  if (parse_target(out).kind != ParseResult::complete) return false;
+  FramingFields framing;
+  size_t fields = 0;
+  for (p += 10; *p != '\r';) {
+    const char* eol;
+    std::string_view name, value;
+    if (!split_field_line(p, end, eol, name, value) ||
+        static_cast<size_t>(eol - p) > limits.field_size || ++fields > limits.fields)
+      return false;
+    out.headers.push_back({name, value});
+    if (note_field(name, value, out, framing).kind != ParseResult::complete) return false;
+    p = data + (eol + 2 - data);
+  }
+  if (p[1] != '\n') return false;
+  out.head_size = static_cast<size_t>(p + 2 - data);
+  return decide_framing(out, framing).kind == ParseResult::complete;
+}
+
+// Every head the long way: its end found and each line's length checked as bytes
+// arrive (carried in `scan`), then each line parsed, with the exact reason for a fault.
+ParseResult parse_checked(char* data, size_t size, size_t skip, const Limits& limits,
+                          RequestHead& out, ScanState& scan) {
+  if (size - skip == 1 && data[skip] == '\r') return kIncomplete;
+
+  size_t head_end = 0;
+  if (auto r = scan_head(data, size, limits, scan, head_end); r.kind != ParseResult::complete)
+    return r;
+
+  out.clear();
+  out.head_size = head_end;
+  const char* p = data + skip;
+  const char* end = data + head_end - 2;  // the final CRLF
+  const char* eol = static_cast<const char*>(std::memchr(p, '\r', end - p));
+  if (auto r = parse_request_line({p, static_cast<size_t>(eol - p)}, out);
+      r.kind != ParseResult::complete)
+    return r;
+  if (eol[1] != '\n') return fail(400, "bare CR");
+
+  FramingFields framing;
+  for (p = eol + 2; p < end; p = eol + 2) {
+    std::string_view name, value;
+    if (!split_field_line(data + (p - data), data + size, eol, name, value))
+      return field_line_error(p, end);
+    out.headers.push_back({name, value});
+    if (auto r = note_field(name, value, out, framing); r.kind != ParseResult::complete) return r;
+  }
+  return decide_framing(out, framing);
 }
 
 }  // namespace
@@ -286,36 +411,14 @@ bool is_token(std::string_view s) {
 
 ParseResult parse_request(char* data, size_t size, const Limits& limits, RequestHead& out,
                           ScanState& scan) {
-  // Skip empty lines before the request line (a client's stray CRLF after a body).
-  size_t skip = 0;
-  while (skip + 1 < size && data[skip] == '\r' && data[skip + 1] == '\n') skip += 2;
-  if (skip > 0) {
-    if (scan.pos < skip) scan = {skip, skip, 0};
-  }
-  if (size - skip == 1 && data[skip] == '\r') return kIncomplete;
+  const size_t skip = skip_empty_lines(data, size, scan);
+  if (parse_whole_head(data, size, skip, limits, out)) return kComplete;
+  return parse_checked(data, size, skip, limits, out, scan);
+}
 
-  size_t head_end = 0;
-  if (auto r = scan_head(data, size, limits, scan, head_end); r.kind != ParseResult::complete)
-    return r;
-
-  out.clear();
-  out.head_size = head_end;
-  const char* p = data + skip;
-  const char* end = data + head_end - 2;  // the final CRLF
-  const char* eol = static_cast<const char*>(std::memchr(p, '\r', end - p));
-  if (auto r = parse_request_line({p, static_cast<size_t>(eol - p)}, out);
-      r.kind != ParseResult::complete)
-    return r;
-  if (eol[1] != '\n') return fail(400, "bare CR");
-
-  FramingFields framing;
-  for (p = eol + 2; p < end; p = eol + 2) {
-    std::string_view name, value;
-    if (!split_field_line(data + (p - data), eol, name, value)) return field_line_error(p, end);
-    out.headers.push_back({name, value});
-    if (auto r = note_field(name, value, out, framing); r.kind != ParseResult::complete) return r;
-  }
-  return decide_framing(out, framing);
+ParseResult parse_request_checked(char* data, size_t size, const Limits& limits, RequestHead& out,
+                                  ScanState& scan) {
+  return parse_checked(data, size, skip_empty_lines(data, size, scan), limits, out, scan);
 }
 
 ChunkedDecoder::Step ChunkedDecoder::step(const char* data, size_t size) {

@@ -71,6 +71,11 @@ struct ScanState {
 ParseResult parse_request(char* data, size_t size, const Limits& limits, RequestHead& out,
                           ScanState& scan);
 
+// The same without the one-pass path for whole heads: every head through the
+// incremental checks. The tests and the fuzzer hold the two to the same answers.
+ParseResult parse_request_checked(char* data, size_t size, const Limits& limits, RequestHead& out,
+                                  ScanState& scan);
+
 // Decodes a chunked body incrementally, handing out data as views into the input.
 class ChunkedDecoder {
  public:
