@@ -441,15 +441,36 @@ bool Worker::trusts_forwarding_from(const std::string& peer_host) {
   return last_peer_trusted_;
 }
 
+namespace {
+constexpr std::string_view kDateName = "date: ";
+constexpr std::string_view kServerField = "\r\nserver: tricorn\r\n";
+}  // namespace
+
+void Worker::refresh_date() {
+  const std::time_t now = std::time(nullptr);
+  if (now == date_second_) return;
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char* date = fields_ + kDateName.size();
+  std::memcpy(fields_, kDateName.data(), kDateName.size());
+  date_len_ = std::strftime(date, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  std::memcpy(date + date_len_, kServerField.data(), kServerField.size());
+  date_second_ = now;
+}
+
 std::string_view Worker::http_date() {
-  std::time_t now = std::time(nullptr);
-  if (now != date_second_) {
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    date_len_ = std::strftime(date_, sizeof date_, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    date_second_ = now;
-  }
-  return {date_, date_len_};
+  refresh_date();
+  return {fields_ + kDateName.size(), date_len_};
+}
+
+std::string_view Worker::date_field() {
+  refresh_date();
+  return {fields_, kDateName.size() + date_len_ + 2};
+}
+
+std::string_view Worker::date_and_server_fields() {
+  refresh_date();
+  return {fields_, kDateName.size() + date_len_ + kServerField.size()};
 }
 
 }  // namespace tricorn::worker

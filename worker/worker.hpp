@@ -84,6 +84,10 @@ class Worker {
   bool trusts_forwarding_from(const std::string& peer_host);
   const Networks& proxy_trusted() const { return proxy_trusted_; }
   std::string_view http_date();  // IMF-fixdate, cached per second
+  // HTTP/1.1's "date: <http_date>\r\nserver: tricorn\r\n", and its first line alone:
+  // most responses carry neither field from the app, and take both in one copy.
+  std::string_view date_and_server_fields();
+  std::string_view date_field();
   BufferPool& buffers() { return buffers_; }
   // HTTP/2 reads whole frames of the default maximum size (16 KiB) at once: nghttp2
   // then sees a SETTINGS or PING flood as one burst of more frames than its limit on
@@ -151,8 +155,9 @@ class Worker {
   asio::steady_timer accept_resume_{io_};  // acceptors wait here at worker_connections
   bool accept_paused_ = false;
   std::time_t date_second_ = 0;
-  char date_[40] = {};
+  char fields_[80] = {};  // "date: " + the date + "\r\nserver: tricorn\r\n"
   size_t date_len_ = 0;
+  void refresh_date();
 };
 
 }  // namespace tricorn::worker

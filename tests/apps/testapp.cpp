@@ -225,6 +225,13 @@ asio::awaitable<void> testapp(tricorn::Scope& scope, tricorn::Receive& receive,
     int status = query_int(scope.query_string, "code", 200);
     co_await send(HttpResponseStart{status, {}});
     co_await send(HttpResponseBody{status == 204 || status == 304 ? "" : "status"});
+  } else if (path == "/own-fields") {
+    // The app's own Date and Server fields replace ours; ?only=server keeps our Date.
+    static constexpr Header both[] = {{"Server", "testapp/1"},
+                                      {"Date", "Thu, 01 Jan 1970 00:00:00 GMT"}};
+    const bool only_server = scope.query_string == "only=server";
+    co_await send(HttpResponseStart{200, std::span(both, only_server ? 1 : 2)});
+    co_await send(HttpResponseBody{"own"});
   } else if (path == "/state") {
     // (Not a conditional expression inside co_await: GCC 12 destroys its temporary
     // string twice.)

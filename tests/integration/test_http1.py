@@ -1,4 +1,6 @@
 """HTTP/1.1 behaviour of a worker, with curl and raw sockets."""
+import email.utils
+import re
 import resource
 import signal
 import socket
@@ -29,6 +31,46 @@ def test_hello_has_date_server_and_length(server):
     assert headers["server"] == "tricorn"
     assert headers["date"].endswith(" gmt")
     assert body == b"Hello, World!"
+
+
+def head_fields(head):
+    """The fields of a response head, each name lower-cased, with every value it had."""
+    fields = {}
+    for line in head.decode().split("\r\n")[1:]:
+        name, value = line.split(": ", 1)
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
+
+
+@pytest.mark.parametrize("code,line", [
+    (200, "HTTP/1.1 200 OK"), (201, "HTTP/1.1 201 Created"), (404, "HTTP/1.1 404 Not Found"),
+    (431, "HTTP/1.1 431 Request Header Fields Too Large"), (418, "HTTP/1.1 418 Unknown"),
+    (599, "HTTP/1.1 599 Unknown")])
+def test_status_lines_name_known_statuses_and_say_unknown_otherwise(server, code, line):
+    data, _ = raw_exchange(server.port,
+        f"GET /status?code={code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.decode().split("\r\n")[0] == line
+    fields = head_fields(head)
+    assert fields["server"] == ["tricorn"]
+    date = email.utils.parsedate_to_datetime(fields["date"][0])
+    assert re.fullmatch(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT",
+                        fields["date"][0])
+    assert abs(date.timestamp() - time.time()) < 60
+    assert body == b"status"
+
+
+@pytest.mark.parametrize("query,server_field,date_is_ours", [
+    ("", "testapp/1", False), ("only=server", "testapp/1", True)])
+def test_the_apps_date_and_server_fields_replace_ours(server, query, server_field, date_is_ours):
+    data, _ = raw_exchange(server.port,
+        f"GET /own-fields?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = head_fields(head)
+    assert fields["server"] == [server_field]
+    assert len(fields["date"]) == 1
+    assert (fields["date"][0] != "Thu, 01 Jan 1970 00:00:00 GMT") == date_is_ours
+    assert body == b"own"
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(server):

@@ -76,45 +76,52 @@ constexpr std::uint64_t kUpgradeBodyLimit = 1024 * 1024;  // read whole before a
 constexpr auto kLingerTime = 2s;
 constexpr std::uint32_t kLingerDiscardLimit = 1024 * 1024;  // dropped while lingering at most
 
-std::string_view reason_phrase(int status) {
+// Each status we name, as its whole HTTP/1.1 status line: one copy per response.
+std::string_view known_status_line(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100: return "HTTP/1.1 100 Continue\r\n";
+    case 101: return "HTTP/1.1 101 Switching Protocols\r\n";
+    case 200: return "HTTP/1.1 200 OK\r\n";
+    case 201: return "HTTP/1.1 201 Created\r\n";
+    case 202: return "HTTP/1.1 202 Accepted\r\n";
+    case 204: return "HTTP/1.1 204 No Content\r\n";
+    case 206: return "HTTP/1.1 206 Partial Content\r\n";
+    case 301: return "HTTP/1.1 301 Moved Permanently\r\n";
+    case 302: return "HTTP/1.1 302 Found\r\n";
+    case 303: return "HTTP/1.1 303 See Other\r\n";
+    case 304: return "HTTP/1.1 304 Not Modified\r\n";
+    case 307: return "HTTP/1.1 307 Temporary Redirect\r\n";
+    case 308: return "HTTP/1.1 308 Permanent Redirect\r\n";
+    case 400: return "HTTP/1.1 400 Bad Request\r\n";
+    case 401: return "HTTP/1.1 401 Unauthorized\r\n";
+    case 403: return "HTTP/1.1 403 Forbidden\r\n";
+    case 404: return "HTTP/1.1 404 Not Found\r\n";
+    case 405: return "HTTP/1.1 405 Method Not Allowed\r\n";
+    case 408: return "HTTP/1.1 408 Request Timeout\r\n";
+    case 409: return "HTTP/1.1 409 Conflict\r\n";
+    case 411: return "HTTP/1.1 411 Length Required\r\n";
+    case 413: return "HTTP/1.1 413 Content Too Large\r\n";
+    case 414: return "HTTP/1.1 414 URI Too Long\r\n";
+    case 415: return "HTTP/1.1 415 Unsupported Media Type\r\n";
+    case 417: return "HTTP/1.1 417 Expectation Failed\r\n";
+    case 422: return "HTTP/1.1 422 Unprocessable Content\r\n";
+    case 426: return "HTTP/1.1 426 Upgrade Required\r\n";
+    case 429: return "HTTP/1.1 429 Too Many Requests\r\n";
+    case 431: return "HTTP/1.1 431 Request Header Fields Too Large\r\n";
+    case 500: return "HTTP/1.1 500 Internal Server Error\r\n";
+    case 501: return "HTTP/1.1 501 Not Implemented\r\n";
+    case 502: return "HTTP/1.1 502 Bad Gateway\r\n";
+    case 503: return "HTTP/1.1 503 Service Unavailable\r\n";
+    case 504: return "HTTP/1.1 504 Gateway Timeout\r\n";
+    case 505: return "HTTP/1.1 505 HTTP Version Not Supported\r\n";
+    default: return {};
   }
+}
+
+std::string_view reason_phrase(int status) {
+  constexpr size_t kBefore = std::string_view("HTTP/1.1 200 ").size();
+  const auto line = known_status_line(status);
+  return line.empty() ? "Unknown" : line.substr(kBefore, line.size() - kBefore - 2);
 }
 
 void append_decimal(OutputBuffer& out, std::uint64_t v) {
@@ -303,9 +310,10 @@ class Http1Connection final : public worker::Connection,
   std::uint64_t body_bytes_sent_ = 0;
   Clock::time_point request_start_;
   Clock::time_point head_started_ = Clock::now();
-  Clock::time_point idle_deadline_;  // keep-alive (or drain) end of this idle wait
-  OutputBuffer head_out_;            // the response head until its framing is known
-  OutputBuffer out_;                 // bytes waiting to be written
+  bool request_started_at_head_ = false;  // see reset_request_state
+  Clock::time_point idle_deadline_;       // keep-alive (or drain) end of this idle wait
+  OutputBuffer head_out_;                 // the response head until its framing is known
+  OutputBuffer out_;                      // bytes waiting to be written
 };
 
 void launch(Worker& worker, Stream stream, const ListenerInfo& listener,
@@ -567,7 +575,10 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request(Next next) 
       }
       co_return Next::close;
     }
-    if (idle && requests_ > 0) head_started_ = Clock::now();
+    if (idle && requests_ > 0) {
+      head_started_ = Clock::now();
+      request_started_at_head_ = true;
+    }
   }
 }
 
@@ -654,7 +665,9 @@ void Http1Connection::reset_request_state() {
   body_bytes_sent_ = 0;
   head_out_.clear();
   body_buf_.reset();  // a large body's buffer goes back to the heap with its request
-  request_start_ = Clock::now();
+  // A head that came with the read that waited for it began when that read returned
+  // (the clock was read then); one found in the buffer begins now.
+  request_start_ = std::exchange(request_started_at_head_, false) ? head_started_ : Clock::now();
 }
 
 bool Http1Connection::over_body_limit() const {
@@ -795,7 +808,6 @@ bool Http1Connection::build_scope() {
 
 void Http1Connection::set_deadline(Wait wait) {
   const auto& c = worker_.config();
-  auto now = Clock::now();
   auto deadline = Watchdog::kNever;
   switch (wait) {
     case Wait::idle: deadline = idle_deadline_; break;
@@ -805,9 +817,9 @@ void Http1Connection::set_deadline(Wait wait) {
       // nothing.
       deadline = head_started_ + seconds(c.header_timeout);
       break;
-    case Wait::body: deadline = now + seconds(c.body_timeout); break;
-    case Wait::send: deadline = now + seconds(c.send_timeout); break;
-    case Wait::linger: deadline = now + kLingerTime; break;
+    case Wait::body: deadline = Clock::now() + seconds(c.body_timeout); break;
+    case Wait::send: deadline = Clock::now() + seconds(c.send_timeout); break;
+    case Wait::linger: deadline = Clock::now() + kLingerTime; break;
     case Wait::forever: break;
   }
   watchdog_.set(deadline, shared_from_this());
@@ -1222,9 +1234,14 @@ void Http1Connection::start_response(const HttpResponseStart& start) {
   status_ = start.status;
   no_body_status_ = status_ == 204 || status_ == 304;
   trailers_expected_ = start.trailers;
-  head_out_.assign("HTTP/1.1 ");
-  append_decimal(head_out_, static_cast<std::uint64_t>(status_));
-  head_out_.append(" ").append(reason_phrase(status_)).append("\r\n");
+  head_out_.clear();
+  if (auto line = known_status_line(status_); !line.empty()) {
+    head_out_.append(line);
+  } else {
+    head_out_.append("HTTP/1.1 ");
+    append_decimal(head_out_, static_cast<std::uint64_t>(status_));
+    head_out_.append(" Unknown\r\n");
+  }
   bool has_date = false, has_server = false;
   for (const auto& h : start.headers) {
     if (iequals(h.name, "content-length")) {
@@ -1244,8 +1261,12 @@ void Http1Connection::start_response(const HttpResponseStart& start) {
     has_server = has_server || iequals(h.name, "server");
     head_out_.append(h.name).append(": ").append(h.value).append("\r\n");
   }
-  if (!has_date) head_out_.append("date: ").append(worker_.http_date()).append("\r\n");
-  if (!has_server) head_out_.append("server: tricorn\r\n");
+  if (!has_date && !has_server) {
+    head_out_.append(worker_.date_and_server_fields());
+  } else {
+    if (!has_date) head_out_.append(worker_.date_field());
+    if (!has_server) head_out_.append("server: tricorn\r\n");
+  }
   response_ = Response::started;
 }
 

@@ -373,9 +373,8 @@ ParseResult parse_checked(char* data, size_t size, size_t skip, const Limits& li
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
+bool iequals_same_size(const char* a, const char* b, size_t size) {
+  for (size_t i = 0; i < size; ++i)
     if (lower(a[i]) != lower(b[i])) return false;
   return true;
 }
@@ -403,10 +402,9 @@ bool list_has_token(std::string_view value, std::string_view token) {
 }
 
 bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s)
-    if (!kTchar[c]) return false;
-  return true;
+  bool all = !s.empty();  // no early exit: names are short, and this loop unrolls
+  for (char c : s) all &= kTchar[byte(c)];
+  return all;
 }
 
 ParseResult parse_request(char* data, size_t size, const Limits& limits, RequestHead& out,

@@ -118,8 +118,12 @@ bool percent_decode(std::string_view raw, std::string& out);
 
 bool is_token(std::string_view s);
 
-// ASCII case-insensitive equality, for field names and tokens.
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality, for field names and tokens. Inline for the length
+// test, which settles most comparisons of a name against a list of names.
+bool iequals_same_size(const char* a, const char* b, size_t size);
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && iequals_same_size(a.data(), b.data(), a.size());
+}
 
 // Without optional whitespace (spaces and tabs) at either end.
 std::string_view trim_ows(std::string_view s);
