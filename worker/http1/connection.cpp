@@ -172,7 +172,7 @@ class Http1Connection final : public worker::Connection,
   asio::awaitable<void> run();
   Socket::executor_type executor() { return stream_.executor(); }
   void on_drain() override;
-  // The parking lot's: its read ends, and the connection parks (see read_idle).
+  // The parking lot's: its read ends, and the connection parks (see read_request).
   void request_park() {
     park_requested_ = true;
     stream_.cancel();
@@ -231,7 +231,8 @@ class Http1Connection final : public worker::Connection,
   // Buffer management.
   bool make_room_for_head();
   void release_buffer();
-  asio::awaitable<size_t> read_idle();
+  Clock::time_point begin_idle_wait();
+  std::optional<size_t> take_idle_read(const boost::system::error_code& ec, PooledRead& read);
   size_t read_first_now();
   bool may_park() const;
   void park();
@@ -267,7 +268,7 @@ class Http1Connection final : public worker::Connection,
   bool peer_closed_ = false;         // a read saw EOF
   bool client_asked_close_ = false;  // the current request said Connection: close
   bool waiting_idle_ = false;
-  bool parking_ = false;             // read_idle gave up waiting: park() takes over
+  bool parking_ = false;             // the idle wait gave up: park() takes over
   bool park_requested_ = false;      // by the lot, which cancelled the read
   bool last_read_short_ = false;     // the last read left no bytes in the socket
   bool forwarding_trusted_ = false;  // the peer may set the client and scheme by header
@@ -548,6 +549,14 @@ Http1Connection::Next Http1Connection::parse_buffered() {
 // Reads until a whole request head is buffered, starting from what parse_buffered
 // said. Next::close: the connection is done (closed by the peer, timed out, or answered
 // with an error).
+//
+// The wait for a next request (or a connection's first) is awaited here, not in a
+// coroutine of its own: on a keep-alive connection it is every request's wait, and a
+// nested coroutine costs a frame and a resumption each time. Its read takes a buffer
+// from the worker's pool only once there is something to read: an idle keep-alive
+// connection holds no buffer, and waiting costs no system call (see
+// worker/reactor_ops.hpp). Over TLS the connection keeps its buffer and reads through
+// OpenSSL, which may hold decrypted bytes the socket no longer shows as readable.
 asio::awaitable<Http1Connection::Next> Http1Connection::read_request(Next next) {
   for (;; next = parse_buffered()) {
     if (next == Next::error) {
@@ -556,17 +565,45 @@ asio::awaitable<Http1Connection::Next> Http1Connection::read_request(Next next) 
       co_return Next::close;
     }
     if (next != Next::more) co_return next;
-    bool idle = begin_ == end_;
+    const bool idle = begin_ == end_;
     if (!idle && !make_room_for_head()) {
       co_await respond_error(431, "request head too large");
       count_response({});
       co_return Next::close;
     }
-    size_t n;  // not co_await (a ? b : c): GCC 12 destroys that temporary twice
-    if (idle)
-      n = co_await read_idle();
-    else
+    size_t n = 0;  // 0: EOF, an error, a timeout, or the connection parks
+    if (!idle) {
       n = co_await read_some(Wait::head);
+    } else {
+      if (!flushed_now()) co_await flush();
+      if (requests_ == 0 && !buf_ && !stream_.is_tls()) n = read_first_now();
+      if (n == 0) {
+        const auto idle_since = begin_idle_wait();
+        struct Done {
+          Http1Connection* c;
+          ~Done() { c->waiting_idle_ = false; }
+        } done{this};
+        if (stream_.is_tls()) {
+          make_room_for_head();
+          n = co_await read_some(Wait::idle);
+        } else {
+          set_deadline(Wait::idle);
+          release_buffer();  // nothing is in it: the read brings one
+          for (;;) {
+            const bool parkable = may_park();
+            park_requested_ = false;
+            if (parkable) lot_.enter(this, idle_since);
+            auto [ec, read] = co_await async_read_pooled(stream_.socket(), worker_.reactor(),
+                                                         worker_.buffers(), use_nothrow);
+            if (parkable) lot_.leave(this);
+            if (auto bytes = take_idle_read(ec, read)) {
+              n = *bytes;
+              break;
+            }
+          }
+        }
+      }
+    }
     if (n == 0) {
       if (parking_) co_return Next::park;
       if (watchdog_.expired() && !idle) {
@@ -963,55 +1000,36 @@ void Http1Connection::abort() {
 
 // --- buffer -------------------------------------------------------------------------
 
-// Waits for the next request (or a connection's first) and reads what arrives, into a
-// buffer the read takes from the worker's pool only once there is something to read: an
-// idle keep-alive connection holds no buffer, and waiting costs no system call (see
-// worker/reactor_ops.hpp). Over TLS the connection keeps its buffer and reads through
-// OpenSSL, which may hold decrypted bytes the socket no longer shows as readable.
-// Returns 0 on EOF, error or the end of the keep-alive.
-asio::awaitable<size_t> Http1Connection::read_idle() {
-  if (!flushed_now()) co_await flush();
-  if (requests_ == 0 && !buf_ && !stream_.is_tls())
-    if (size_t n = read_first_now()) co_return n;
+// The deadline of a wait for the next request: keep-alive (header_timeout before the
+// first request), or the drain window. Returns when the wait began.
+Clock::time_point Http1Connection::begin_idle_wait() {
   const auto& c = worker_.config();
-  const auto idle_since = Clock::now();
-  idle_deadline_ = idle_since + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
+  const auto now = Clock::now();
+  idle_deadline_ = now + seconds(requests_ == 0 ? c.header_timeout : c.keepalive);
   if (worker_.draining()) idle_deadline_ = std::min(idle_deadline_, drain_deadline());
   waiting_idle_ = true;
-  struct Done {
-    Http1Connection* c;
-    ~Done() { c->waiting_idle_ = false; }
-  } done{this};
-  if (stream_.is_tls()) {
-    make_room_for_head();
-    co_return co_await read_some(Wait::idle);
-  }
-  set_deadline(Wait::idle);
-  release_buffer();  // nothing is in it: the read brings one
-  for (;;) {
-    const bool parkable = may_park();
-    park_requested_ = false;
-    if (parkable) lot_.enter(this, idle_since);
-    auto [ec, read] = co_await async_read_pooled(stream_.socket(), worker_.reactor(),
-                                                 worker_.buffers(), use_nothrow);
-    if (parkable) lot_.leave(this);
-    if (ec == asio::error::operation_aborted && std::exchange(park_requested_, false) &&
-        !watchdog_.expired()) {
-      if (may_park()) {
-        parking_ = true;
-        watchdog_.clear();
-        co_return 0;
-      }
-      continue;  // the drain began: wait on, to its deadline
-    }
+  return now;
+}
+
+// What an idle read ended with: the bytes read (0 at EOF, on an error, at the deadline,
+// or when the parking lot takes the connection), or nothing when the lot asked to park
+// it but the drain began meanwhile, and the wait goes on to the drain's deadline.
+std::optional<size_t> Http1Connection::take_idle_read(const boost::system::error_code& ec,
+                                                      PooledRead& read) {
+  if (ec == asio::error::operation_aborted && std::exchange(park_requested_, false) &&
+      !watchdog_.expired()) {
+    if (!may_park()) return std::nullopt;
+    parking_ = true;
     watchdog_.clear();
-    if (ec == asio::error::eof) peer_closed_ = true;
-    if (ec) co_return 0;
-    buf_ = std::move(read.buffer);
-    cap_ = kInitialBuffer;
-    note_read(read.bytes, cap_);
-    co_return read.bytes;
+    return 0;
   }
+  watchdog_.clear();
+  if (ec == asio::error::eof) peer_closed_ = true;
+  if (ec) return 0;
+  buf_ = std::move(read.buffer);
+  cap_ = kInitialBuffer;
+  note_read(read.bytes, cap_);
+  return read.bytes;
 }
 
 // A new connection's request has usually arrived by the time it is accepted: read it
