@@ -57,7 +57,7 @@ inline bool read_pooled_now(int fd, BufferPool& pool, PooledRead& read,
                             boost::system::error_code& ec) {
   if (!read.buffer) read.buffer = pool.take();
   for (;;) {
-    const ssize_t n = ::recv(fd, read.buffer.get(), pool.size(), MSG_DONTWAIT);
+    const ssize_t n = sys_recv(fd, read.buffer.get(), pool.size(), MSG_DONTWAIT);
     if (n > 0) {
       read.bytes = static_cast<size_t>(n);
       return true;

@@ -71,9 +71,13 @@ class Stream {
                     {const_cast<char*>(second.data()), second.size()}};
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = second.empty() ? 1 : 2;
+    msg.msg_iovlen = 2;
+    constexpr int kFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
     for (;;) {
-      const ssize_t n = ::sendmsg(plain->native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      // One piece goes with send(2): the kernel copies no msghdr and iovec for it.
+      const ssize_t n = second.empty()
+                            ? sys_send(plain->native_handle(), first.data(), first.size(), kFlags)
+                            : sys_sendmsg(plain->native_handle(), &msg, kFlags);
       if (n >= 0) return static_cast<size_t>(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
