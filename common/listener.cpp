@@ -31,16 +31,19 @@ PeerAddress address_of(const sockaddr_storage& ss) {
   if (ss.ss_family == AF_INET) {
     // By hand: glibc's inet_ntop formats through vfprintf, a thousand instructions for
     // every connection.
+    // Into a local buffer first: the string is then made once, within its inline
+    // capacity (15 characters is the longest IPv4 address).
     auto& a = reinterpret_cast<const sockaddr_in&>(ss);
     const auto* b = reinterpret_cast<const unsigned char*>(&a.sin_addr);
-    std::string text;
-    text.reserve(15);
+    char* out = host;
     for (int i = 0; i < 4; ++i) {
-      char digits[3];
-      if (i) text += '.';
-      text.append(digits, std::to_chars(digits, digits + sizeof digits, b[i]).ptr);
+      if (i) *out++ = '.';
+      const unsigned v = b[i];
+      if (v >= 100) *out++ = static_cast<char>('0' + v / 100);
+      if (v >= 10) *out++ = static_cast<char>('0' + v / 10 % 10);
+      *out++ = static_cast<char>('0' + v % 10);
     }
-    return {std::move(text), ntohs(a.sin_port)};
+    return {std::string(host, out), ntohs(a.sin_port)};
   }
   if (ss.ss_family == AF_INET6) {
     auto& a = reinterpret_cast<const sockaddr_in6&>(ss);

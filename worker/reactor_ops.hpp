@@ -89,8 +89,9 @@ class Accept4Op : public asio::detail::reactor_op {
     auto* o = static_cast<Accept4Op*>(base);
     for (;;) {
       socklen_t length = sizeof o->accepted_.address;
-      int fd = ::accept4(o->listener_, reinterpret_cast<sockaddr*>(&o->accepted_.address), &length,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+      // Without glibc's cancellation-point wrapper (see sys_recv in worker/socket.hpp).
+      int fd = static_cast<int>(::syscall(SYS_accept4, o->listener_, &o->accepted_.address, &length,
+                                          SOCK_NONBLOCK | SOCK_CLOEXEC));
       if (fd >= 0) {
         o->accepted_.fd = fd;
         return done;
