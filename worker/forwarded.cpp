@@ -58,10 +58,21 @@ struct ForwardedElement {
 
 }  // namespace
 
-void apply_forwarded(Scope& scope, const Networks& trusted) {
-  if (auto forwarded = scope.header("forwarded"); !forwarded.empty()) {
+bool apply_forwarded(Scope& scope, const Networks& trusted) {
+  // The three fields in one pass (the first of each name counts, as Scope::header
+  // finds it): most requests carry none, and this runs for every request of a trusted
+  // peer.
+  const std::string_view *forwarded = nullptr, *xff = nullptr, *proto = nullptr;
+  for (const auto& h : scope.headers) {
+    if (h.name.size() < 9 || (h.name[0] != 'f' && h.name[0] != 'x')) continue;
+    if (!forwarded && h.name == "forwarded") forwarded = &h.value;
+    if (!xff && h.name == "x-forwarded-for") xff = &h.value;
+    if (!proto && h.name == "x-forwarded-proto") proto = &h.value;
+  }
+  bool rewrote = false;
+  if (forwarded && !forwarded->empty()) {
     std::vector<ForwardedElement> hops;
-    for (auto element : split_list(forwarded)) {
+    for (auto element : split_list(*forwarded)) {
       ForwardedElement e;
       for (auto pair : split_list(element, ';')) {
         auto eq = pair.find('=');
@@ -75,21 +86,27 @@ void apply_forwarded(Scope& scope, const Networks& trusted) {
     }
     auto host_of = +[](const ForwardedElement& e) -> std::string_view { return e.client.host; };
     if (const auto* hop = pick_client(hops, trusted, host_of)) {
-      if (!hop->client.host.empty()) scope.client = hop->client;
+      if (!hop->client.host.empty()) {
+        scope.client = hop->client;
+        rewrote = true;
+      }
       if (auto s = scheme_of(hop->proto); !s.empty()) scope.scheme = s;
     }
-    return;
+    return rewrote;
   }
-  if (auto xff = scope.header("x-forwarded-for"); !xff.empty()) {
+  if (xff && !xff->empty()) {
     std::vector<Address> hops;
-    for (auto item : split_list(xff))
+    for (auto item : split_list(*xff))
       if (!item.empty()) hops.push_back(parse_hop(item));
     auto host_of = +[](const Address& a) -> std::string_view { return a.host; };
-    if (const auto* hop = pick_client(hops, trusted, host_of); hop && !hop->host.empty())
+    if (const auto* hop = pick_client(hops, trusted, host_of); hop && !hop->host.empty()) {
       scope.client = *hop;
+      rewrote = true;
+    }
   }
-  if (auto proto = scope.header("x-forwarded-proto"); !proto.empty())
-    if (auto s = scheme_of(split_list(proto).front()); !s.empty()) scope.scheme = s;
+  if (proto && !proto->empty())
+    if (auto s = scheme_of(split_list(*proto).front()); !s.empty()) scope.scheme = s;
+  return rewrote;
 }
 
 }  // namespace tricorn::worker

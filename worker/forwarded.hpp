@@ -17,6 +17,7 @@ inline bool trusts_forwarding(const Networks& trusted, std::string_view peer_hos
 }
 
 // For a trusted peer: rewrites `scope.client` (the peer, on entry) and `scope.scheme`.
-void apply_forwarded(Scope& scope, const Networks& trusted);
+// Returns whether it rewrote the client.
+bool apply_forwarded(Scope& scope, const Networks& trusted);
 
 }  // namespace tricorn::worker

@@ -36,6 +36,23 @@ def test_forwarded_headers_from_a_trusted_proxy(server, headers, client, scheme)
     assert got["scheme"] == scheme
 
 
+def test_each_request_on_a_keep_alive_connection_has_its_own_forwarded_client(server):
+    # The connection keeps one scope: a client rewritten for one request must not leak
+    # into the next, which carries no forwarding fields (or other ones).
+    requests = [b"X-Forwarded-For: 203.0.113.7\r\n", b"", b"Forwarded: for=198.51.100.2\r\n",
+                b"X-Forwarded-Proto: https\r\n"]
+    data, _ = raw_exchange(server.port, b"".join(
+        b"GET /scope HTTP/1.1\r\nHost: x\r\n" + fields +
+        (b"Connection: close\r\n" if i == len(requests) - 1 else b"") + b"\r\n"
+        for i, fields in enumerate(requests)))
+    scopes = [dict(line.split("=", 1) for line in body.decode().splitlines()
+                   if not line.startswith("header=")) for _, _, body in parse_responses(data)]
+    assert [s["client"].split(":")[0] for s in scopes] == [
+        "203.0.113.7", "127.0.0.1", "198.51.100.2", "127.0.0.1"]
+    assert [s["scheme"] for s in scopes] == ["http", "http", "http", "https"]
+    assert scopes[1]["client"] == scopes[3]["client"]  # the peer, with its port
+
+
 def test_forwarded_headers_from_an_untrusted_peer_are_ignored(start_server):
     s = start_server("--forwarded-allow-ips", "10.0.0.0/8, fd00::/8")
     got = scope_of(s.port, b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"

@@ -289,6 +289,7 @@ class Http1Connection final : public worker::Connection,
   Scope scope_;
   std::string decoded_path_;
   Address client_;
+  bool client_forwarded_ = false;  // scope_.client is another than client_
   std::uint64_t requests_ = 0;
 
   // Per request.
@@ -829,8 +830,8 @@ bool Http1Connection::build_scope() {
   scope_.root_path = worker_.config().root_path;
   scope_.headers = {head_.headers.data(), head_.headers.size()};
   if (forwarding_trusted_) {
-    scope_.client = client_;
-    apply_forwarded(scope_, worker_.forwarded_trusted());
+    if (client_forwarded_) scope_.client = client_;  // the previous request's was rewritten
+    client_forwarded_ = apply_forwarded(scope_, worker_.forwarded_trusted());
   }
   if (head_.path.find('%') == std::string_view::npos) {
     scope_.path = head_.path;
