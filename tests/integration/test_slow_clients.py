@@ -1,9 +1,12 @@
 """Slow and greedy clients: 500 slowloris connections and 100 slow readers against one
 worker, while a probe keeps getting answers; every attacker is cut off by its deadline.
 Bounded: 127.0.0.1 only, a fixed number of sockets, everything over in seconds."""
+import fcntl
 import selectors
-import subprocess
 import socket
+import struct
+import subprocess
+import termios
 import threading
 import time
 
@@ -17,6 +20,10 @@ def server_side_established(port):
     out = subprocess.run(["ss", "-tnH", "state", "established", f"( sport = :{port} )"],
                          capture_output=True, text=True, timeout=10).stdout
     return len(out.splitlines())
+
+
+def queued_bytes(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
 def probe(port, stop, latencies, failures):
@@ -56,6 +63,12 @@ def test_slowloris_and_slow_readers_do_not_starve_others(start_server):
         # the worker is certainly blocked on this client and send_timeout applies.
         c.sendall(b"GET /chunks?n=1000&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
         readers.append(c)
+    # The probe starts once every slow reader has its first bytes: the worker has then
+    # served all 600 attackers' requests and filled the readers' socket buffers, work
+    # the requests legitimately cost (under ASan, copying a few hundred MB took over a
+    # second); what is measured is the probe's service while the attack holds on.
+    wait_until(lambda: all(queued_bytes(c) > 0 for c in readers), timeout=30,
+               what="every slow reader to have its first bytes")
     stop = threading.Event()
     latencies, failures = [], []
     t = threading.Thread(target=probe, args=(s.port, stop, latencies, failures))
