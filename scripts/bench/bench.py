@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -328,7 +329,7 @@ def main():
             for server in servers.values():
                 server.stop()
         balance = measure_balance(build, args.seconds) if "tricorn" in which else None
-        print_table(results, memory if not args.skip_memory else {}, balance, args)
+        print_table(results, runs, memory if not args.skip_memory else {}, balance, args)
 
 
 def measure_memory(server):
@@ -362,29 +363,35 @@ def measure_balance(build, seconds):
     return sorted((c / total for c in counts), reverse=True)
 
 
-def ratio_row(results, case, base):
-    """Each server's median CPU per request in `case`, as a multiple of `base`'s."""
-    b = results.get(base, {}).get(case)
+def ratio_row(runs, case, base):
+    """Each server's CPU per request in `case` as a multiple of `base`'s, taken within
+    each round (the servers of a round ran minutes apart at most, so a slow spell of
+    the host falls on both) and then the median of the rounds, with their range."""
+    b = runs.get(base, {}).get(case)
     if not b:
         return None
-    cells = [f"{name} {res[case]['cpu_us'] / b['cpu_us']:.2f}x"
-             for name, res in results.items() if name != base and res.get(case)]
+    cells = []
+    for name, by_case in runs.items():
+        if name == base or not by_case.get(case):
+            continue
+        ratios = sorted(r["cpu_us"] / rb["cpu_us"] for r, rb in zip(by_case[case], b))
+        cells.append(f"{name} {statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})")
     return f"| {case} | {base} | " + ", ".join(cells) + " |"
 
 
-def print_table(results, memory, balance, args):
+def print_table(results, runs, memory, balance, args):
     print(f"\n## Server CPU per request (lower is better): median of {args.rounds} interleaved "
           f"rounds of {args.seconds} s, server on CPU 0, load on CPU 1\n")
     print("| server | " + " | ".join(CASES) + " |")
     print("| --- | " + " | ".join("---" for _ in CASES) + " |")
     for name, res in results.items():
         print(f"| {name} | " + " | ".join(fmt_cell(res.get(c)) for c in CASES) + " |")
-    print("\n## Ratios (same run, medians)\n")
+    print("\n## Ratios (same run: the median of the rounds' ratios, and their range)\n")
     print("| case | against | CPU per request as a multiple |")
     print("| --- | --- | --- |")
     for case, base in [("keep-alive", "bare epoll loop"), ("pipelined", "bare epoll loop"),
                        ("new conn", "h2o 2.2"), ("h2c", "h2o 2.2")]:
-        if row := ratio_row(results, case, base):
+        if row := ratio_row(runs, case, base):
             print(row)
     print("\nSpread of the rounds (min-max us/req): " + "; ".join(
         f"{name} {case} {r['spread'][0]:.2f}-{r['spread'][1]:.2f}"
