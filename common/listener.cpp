@@ -30,9 +30,8 @@ PeerAddress address_of(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "";
   if (ss.ss_family == AF_INET) {
     // By hand: glibc's inet_ntop formats through vfprintf, a thousand instructions for
-    // every connection.
-    // Into a local buffer first: the string is then made once, within its inline
-    // capacity (15 characters is the longest IPv4 address).
+    // every connection. Into a local buffer first, so the string is made once, within
+    // its inline capacity (15 characters is the longest IPv4 address).
     auto& a = reinterpret_cast<const sockaddr_in&>(ss);
     const auto* b = reinterpret_cast<const unsigned char*>(&a.sin_addr);
     char* out = host;

@@ -67,17 +67,8 @@ class Stream {
     auto* plain = std::get_if<Socket>(&s_);
     if (!plain) return 0;
     if (writes_until_nodelay_ && --writes_until_nodelay_ == 0) set_nodelay();
-    iovec iov[2] = {{const_cast<char*>(first.data()), first.size()},
-                    {const_cast<char*>(second.data()), second.size()}};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    constexpr int kFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
     for (;;) {
-      // One piece goes with send(2): the kernel copies no msghdr and iovec for it.
-      const ssize_t n = second.empty()
-                            ? sys_send(plain->native_handle(), first.data(), first.size(), kFlags)
-                            : sys_sendmsg(plain->native_handle(), &msg, kFlags);
+      const ssize_t n = send_now(plain->native_handle(), first, second);
       if (n >= 0) return static_cast<size_t>(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -112,6 +103,18 @@ class Stream {
   }
 
  private:
+  // One piece goes with send(2): the kernel copies no msghdr and iovec for it.
+  static ssize_t send_now(int fd, std::string_view first, std::string_view second) {
+    constexpr int kFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
+    if (second.empty()) return sys_send(fd, first.data(), first.size(), kFlags);
+    iovec iov[2] = {{const_cast<char*>(first.data()), first.size()},
+                    {const_cast<char*>(second.data()), second.size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    return sys_sendmsg(fd, &msg, kFlags);
+  }
+
   std::variant<Socket, std::unique_ptr<TlsSocket>> s_;
   Address peer_;
   int writes_until_nodelay_ = 0;  // 0: set already, or not a TCP socket

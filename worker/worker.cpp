@@ -453,7 +453,8 @@ void Worker::refresh_date() {
   gmtime_r(&now, &tm);
   char* date = fields_ + kDateName.size();
   std::memcpy(fields_, kDateName.data(), kDateName.size());
-  date_len_ = std::strftime(date, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  const size_t room = sizeof fields_ - kDateName.size() - kServerField.size();
+  date_len_ = std::strftime(date, room, "%a, %d %b %Y %H:%M:%S GMT", &tm);
   std::memcpy(date + date_len_, kServerField.data(), kServerField.size());
   date_second_ = now;
 }
